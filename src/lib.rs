@@ -1,0 +1,9 @@
+//! cromo: continual self-supervised learning on the edge.
+//!
+//! Encoders loaded from safetensors, real data-set readers, SSL objectives, continual strategies
+//! and evaluation, on candle (CPU, CUDA).
+
+pub mod data;
+pub mod error;
+
+pub use error::{Error, Result};

@@ -4,6 +4,7 @@
 //! and evaluation, on candle (CPU, CUDA).
 
 pub mod data;
+pub mod device;
 pub mod error;
 
 pub use error::{Error, Result};

@@ -6,5 +6,6 @@
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod eval;
 
 pub use error::{Error, Result};

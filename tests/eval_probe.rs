@@ -116,7 +116,7 @@ fn bad_inputs_are_errors() {
     assert!(err(LinearProbe::fit(&x, 6, &y, &only)).contains("label 7"));
     let probe = LinearProbe::fit(&x, 6, &y, &cfg).unwrap();
     assert!(probe
-        .accuracy(&x, &vec![3; 15])
+        .accuracy(&x, &[3; 15])
         .unwrap_err()
         .to_string()
         .contains("label 3"));

@@ -326,8 +326,8 @@ impl AccuracyMatrix {
             return None;
         }
         let mut sum = 0.0;
-        for j in 1..=t {
-            sum += self.get(j - 1, j)? - baseline[j];
+        for (j, b) in baseline.iter().enumerate().take(t + 1).skip(1) {
+            sum += self.get(j - 1, j)? - b;
         }
         Some(sum / t as f64)
     }

@@ -59,21 +59,39 @@ fn font(size: u32) -> TextStyle<'static> {
     (FAMILY, size).into_font().color(&BLACK)
 }
 
-/// White (0 %) to dark blue (100 %).
+/// Near-white (0) to dark blue (1).
 fn heat(v: f64) -> RGBColor {
     let v = v.clamp(0.0, 1.0);
     let lerp = |a: f64, b: f64| (a + (b - a) * v).round() as u8;
     RGBColor(lerp(247.0, 8.0), lerp(251.0, 48.0), lerp(255.0, 107.0))
 }
 
-/// Accuracy-matrix heat-map with the percentage written in each cell.
+/// Accuracy-matrix heat-map with the percentage written in each cell. The shade spans the
+/// matrix's own range (lowest entry lightest), which the caption states.
 pub(crate) fn accuracy_matrix_png(m: &AccuracyMatrix, path: &Path) -> Result<Vec<u8>> {
     let t = m.num_tasks() as i32;
-    let side = (140 + 90 * t).clamp(420, 1400) as u32;
+    let vals: Vec<f64> = m.rows.iter().flatten().flatten().copied().collect();
+    let lo = vals.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = vals.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let shade = move |v: f64| {
+        if hi - lo < 1e-9 {
+            0.8
+        } else {
+            0.15 + 0.85 * (v - lo) / (hi - lo)
+        }
+    };
+    let side = (140 + 90 * t).clamp(480, 1400) as u32;
     render(path, (side + 60, side + 40), |root| {
         let e = |e: &dyn std::fmt::Display| e.to_string();
         let mut chart = ChartBuilder::on(root)
-            .caption("Accuracy matrix A[i][j] (%)", font(26))
+            .caption(
+                format!(
+                    "Accuracy matrix A[i][j] (%), shade {:.1} – {:.1}",
+                    100.0 * lo,
+                    100.0 * hi
+                ),
+                font(22),
+            )
             .margin(20)
             .x_label_area_size(60)
             .y_label_area_size(80)
@@ -102,7 +120,7 @@ pub(crate) fn accuracy_matrix_png(m: &AccuracyMatrix, path: &Path) -> Result<Vec
                 let y = t - 1 - i;
                 let v = m.get(i as usize, j as usize);
                 let fill = match v {
-                    Some(a) => heat(a),
+                    Some(a) => heat(shade(a)),
                     None => RGBColor(225, 225, 225),
                 };
                 let cell = [
@@ -118,7 +136,7 @@ pub(crate) fn accuracy_matrix_png(m: &AccuracyMatrix, path: &Path) -> Result<Vec
                 let (text, color) = match v {
                     Some(a) => (
                         format!("{:.1}", 100.0 * a),
-                        if a > 0.55 { WHITE } else { BLACK },
+                        if shade(a) > 0.5 { WHITE } else { BLACK },
                     ),
                     None => ("–".to_string(), RGBColor(120, 120, 120)),
                 };
@@ -152,16 +170,28 @@ const C_KNN: RGBColor = RGBColor(148, 103, 189);
 const C_FORGET: RGBColor = RGBColor(214, 39, 40);
 const C_EARLY: RGBColor = RGBColor(255, 127, 14);
 
-/// LA, task-aware accuracy, kNN accuracy and forgetting (all %) after each task.
+/// LA, task-aware accuracy, kNN accuracy and forgetting (all %) after each task; the legend,
+/// with each series' last value, sits in a panel right of the chart so it never hides a point.
 pub(crate) fn per_task_png(r: &RunReport, path: &Path) -> Result<Vec<u8>> {
     let t = r.tasks.iter().map(|x| x.task).max().unwrap_or(0) as i32 + 1;
-    render(path, (900, 560), |root| {
+    type Get = fn(&super::report::TaskRow) -> Option<f64>;
+    let series: [(&str, RGBColor, Get); 4] = [
+        ("LA (task-agnostic)", C_LA, |x| x.la),
+        ("task-aware", C_AWARE, |x| x.task_aware),
+        ("kNN", C_KNN, |x| x.knn),
+        ("forgetting", C_FORGET, |x| x.forgetting),
+    ];
+    render(path, (1000, 560), |root| {
         let e = |e: &dyn std::fmt::Display| e.to_string();
-        let mut chart = ChartBuilder::on(root)
-            .caption("Accuracy and forgetting after each task", font(26))
-            .margin(20)
+        let root = root
+            .margin(12, 0, 0, 0)
+            .titled("Accuracy and forgetting after each task", font(26))
+            .map_err(|x| e(&x))?;
+        let (left, legend) = root.split_horizontally(790);
+        let mut chart = ChartBuilder::on(&left)
+            .margin(15)
             .x_label_area_size(55)
-            .y_label_area_size(70)
+            .y_label_area_size(65)
             .build_cartesian_2d((0..t - 1).into_segmented(), 0f64..100f64)
             .map_err(|x| e(&x))?;
         chart
@@ -172,19 +202,15 @@ pub(crate) fn per_task_png(r: &RunReport, path: &Path) -> Result<Vec<u8>> {
                 _ => String::new(),
             })
             .y_labels(11)
+            .y_label_formatter(&|y| format!("{y:.0}"))
             .x_desc("after training task")
             .y_desc("%")
             .axis_desc_style(font(20))
             .label_style(font(18))
-            .light_line_style(RGBColor(235, 235, 235))
+            .light_line_style(RGBColor(240, 240, 240))
             .draw()
             .map_err(|x| e(&x))?;
-        let series: [(&str, RGBColor, fn(&super::report::TaskRow) -> Option<f64>); 4] = [
-            ("LA (task-agnostic)", C_LA, |x| x.la),
-            ("task-aware", C_AWARE, |x| x.task_aware),
-            ("kNN", C_KNN, |x| x.knn),
-            ("forgetting", C_FORGET, |x| x.forgetting),
-        ];
+        let mut shown = Vec::new();
         for (name, color, get) in series {
             let pts: Vec<(SegmentValue<i32>, f64)> = r
                 .tasks
@@ -193,43 +219,51 @@ pub(crate) fn per_task_png(r: &RunReport, path: &Path) -> Result<Vec<u8>> {
                     get(row).map(|v| (SegmentValue::CenterOf(row.task as i32), 100.0 * v))
                 })
                 .collect();
-            if pts.is_empty() {
+            let Some(last) = pts.last() else {
                 continue;
-            }
+            };
+            shown.push((name, color, last.1));
             chart
                 .draw_series(LineSeries::new(pts.clone(), color.stroke_width(3)))
-                .map_err(|x| e(&x))?
-                .label(name)
-                .legend(move |(x, y)| {
-                    PathElement::new(vec![(x, y), (x + 24, y)], color.stroke_width(3))
-                });
+                .map_err(|x| e(&x))?;
             chart
                 .draw_series(
                     pts.iter()
                         .map(|p| Circle::new(p.clone(), 5, color.filled())),
                 )
                 .map_err(|x| e(&x))?;
-            chart
-                .draw_series(pts.iter().map(|p| {
-                    Text::new(
-                        format!("{:.1}", p.1),
-                        (p.0.clone(), p.1),
-                        (FAMILY, 15)
-                            .into_font()
-                            .color(&color)
-                            .pos(Pos::new(HPos::Left, VPos::Bottom)),
-                    )
-                }))
+        }
+        // Legend with each series' value after the last task (the per-task values are in
+        // report.md).
+        for (k, (name, color, last)) in shown.iter().enumerate() {
+            let y = 60 + 52 * k as i32;
+            legend
+                .draw(&PathElement::new(
+                    vec![(10, y), (40, y)],
+                    color.stroke_width(3),
+                ))
+                .map_err(|x| e(&x))?;
+            legend
+                .draw(&Circle::new((25, y), 5, color.filled()))
+                .map_err(|x| e(&x))?;
+            legend
+                .draw(&Text::new(
+                    name.to_string(),
+                    (50, y),
+                    font(17).pos(Pos::new(HPos::Left, VPos::Center)),
+                ))
+                .map_err(|x| e(&x))?;
+            legend
+                .draw(&Text::new(
+                    format!("last: {last:.1} %"),
+                    (50, y + 20),
+                    (FAMILY, 15)
+                        .into_font()
+                        .color(&RGBColor(90, 90, 90))
+                        .pos(Pos::new(HPos::Left, VPos::Center)),
+                ))
                 .map_err(|x| e(&x))?;
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .label_font(font(17))
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(160, 160, 160))
-            .draw()
-            .map_err(|x| e(&x))?;
         Ok(())
     })
 }

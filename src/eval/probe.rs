@@ -1,5 +1,6 @@
 //! Linear probe: multinomial logistic regression with L2 on cached features, trained to
-//! convergence with full-batch L-BFGS and a strong-Wolfe line search.
+//! convergence with full-batch L-BFGS and a strong-Wolfe line search (the two matrix products
+//! per pass run as candle f32 matmuls; the loss, gradient sums and L-BFGS state are f64).
 //!
 //! The objective is the one scikit-learn's `LogisticRegression` (lbfgs, multinomial) minimises,
 //! divided by `C·N`:
@@ -710,7 +711,8 @@ fn inf_norm(a: &[f64]) -> f64 {
 }
 
 /// Full-batch L-BFGS (Nocedal & Wright, Alg. 7.4/7.5) with a strong-Wolfe line search
-/// (Alg. 3.5/3.6, c₁ = 1e-4, c₂ = 0.9). Minimises in place from `theta`.
+/// (Alg. 3.5/3.6, c₁ = 1e-4, c₂ = 0.9) that also accepts Hager–Zhang approximate-Wolfe steps
+/// once the objective's changes fall below its f32 round-off. Minimises in place from `theta`.
 fn lbfgs(p: &Problem, theta: &mut [f64], cfg: &ProbeConfig) -> Result<FitInfo> {
     let dim = theta.len();
     let mut grad = vec![0f64; dim];

@@ -270,7 +270,8 @@ fn markdown(r: &RunReport, t: usize, plots: &[&str]) -> String {
         s,
         "Accuracies in %, tasks numbered from 1. LA = task-agnostic linear accuracy over all \
          classes seen so far, TP = task prediction, WP = within-task prediction (LA = TP × WP), \
-         task-aware = logits masked to the true task's classes, kNN = 20-NN cosine vote (τ = 0.07), \
+         task-aware = logits masked to the true task's classes, kNN = temperature-weighted \
+         cosine k-NN vote (k and τ in the configuration; defaults 20 and 0.07), \
          forgetting = mean over earlier tasks of (best accuracy since learned − accuracy now), \
          BWT = mean of (accuracy now − accuracy right after learning).\n"
     );
@@ -354,8 +355,8 @@ fn markdown(r: &RunReport, t: usize, plots: &[&str]) -> String {
     if !r.coding_rate.is_empty() {
         let _ = writeln!(
             s,
-            "\n## Coding-rate reduction ΔR per epoch\n\nΔR (nats, ε = 0.1, each sample's two views \
-             one group) of an early layer and the last layer. A falling last-layer ΔR while the \
+            "\n## Coding-rate reduction ΔR per epoch\n\nΔR (nats; each sample's two views form one \
+             group; ε in the configuration, default 0.1) of an early layer and the last layer. A falling last-layer ΔR while the \
              early one holds signals overfitting (UMM).\n"
         );
         let _ = writeln!(

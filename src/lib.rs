@@ -5,5 +5,6 @@
 
 pub mod data;
 pub mod error;
+pub mod models;
 
 pub use error::{Error, Result};

@@ -836,3 +836,114 @@ fn early_maps_have_the_documented_shapes() {
         assert_eq!(f.pooled.dims(), &[1, arch.feature_dim()]);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// real photos through the shipped EfficientNet-Lite0 (facts from shared/models/README.md)
+
+/// `$CROMO_SHARED_DATA` or `../shared/data`, None with a printed reason when absent.
+fn shared_data() -> Option<PathBuf> {
+    let dir = std::env::var_os("CROMO_SHARED_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data"));
+    if dir.join("photos").is_dir() {
+        Some(dir)
+    } else {
+        println!("skipping: {} not found", dir.join("photos").display());
+        None
+    }
+}
+
+/// Shorter side to 256 (bilinear), centre crop 224, scale to [0,1], normalise -> (1,3,224,224).
+fn photo_tensor(path: &Path, arch: Arch) -> Tensor {
+    use image::imageops::{crop_imm, resize, FilterType};
+    let img = image::open(path).unwrap().to_rgb8();
+    let (w, h) = img.dimensions();
+    let scale = 256.0 / w.min(h) as f64;
+    let (nw, nh) = (
+        (w as f64 * scale).round() as u32,
+        (h as f64 * scale).round() as u32,
+    );
+    let img = resize(&img, nw, nh, FilterType::Triangle);
+    let img = crop_imm(&img, (nw - 224) / 2, (nh - 224) / 2, 224, 224).to_image();
+    let (mean, std) = (arch.mean(), arch.std());
+    let mut data = vec![0f32; 3 * 224 * 224];
+    for (x, y, p) in img.enumerate_pixels() {
+        for c in 0..3 {
+            let v = p.0[c] as f32 / 255.0;
+            data[c * 224 * 224 + (y * 224 + x) as usize] = (v - mean[c]) / std[c];
+        }
+    }
+    Tensor::from_vec(data, (1, 3, 224, 224), &Device::Cpu).unwrap()
+}
+
+#[test]
+fn efficientnet_lite0_classifies_the_shipped_photos() {
+    let (Some(models), Some(data)) = (shared_models(), shared_data()) else {
+        return;
+    };
+    let arch = Arch::EfficientNetLite0;
+    let loaded = load_classifier(
+        models.join("efficientnet_lite0.safetensors"),
+        arch,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let top5 = |name: &str| -> Vec<u32> {
+        let x = photo_tensor(&data.join("photos").join(name), arch);
+        let logits = loaded.classifier.logits(&x).unwrap().get(0).unwrap();
+        let mut idx: Vec<(f32, u32)> = logits
+            .to_vec1::<f32>()
+            .unwrap()
+            .into_iter()
+            .zip(0u32..)
+            .collect();
+        idx.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let t: Vec<u32> = idx[..5].iter().map(|p| p.1).collect();
+        println!("{name}: top-5 {t:?}");
+        t
+    };
+    let cat = top5("chelsea.png");
+    assert!(
+        cat.iter().any(|c| (281..=285).contains(c)),
+        "chelsea: {cat:?}"
+    );
+    assert_eq!(top5("coffee.png")[0], 967, "coffee: espresso");
+    assert_eq!(top5("rocket.jpg")[0], 657, "rocket: missile");
+}
+
+#[test]
+fn loading_into_a_built_model_updates_it_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let (fx, file, _) = small_cnn_file(dir.path());
+    let x = fixture_input(&fx);
+    let dev = Device::Cpu;
+    // a model built first on fresh (randomly initialised) variables ...
+    let vm = VarMap::new();
+    let enc = build_encoder(
+        Arch::SmallCnn,
+        VarBuilder::from_varmap(&vm, DType::F32, &dev),
+    )
+    .unwrap();
+    let want = packed(&fx["outputs"]["pooled"]);
+    let before = enc.forward_t(&x, false).unwrap();
+    assert!(max_abs_diff(&before, &want) > 1e-2);
+    // ... computes the reference output once the checkpoint is loaded into its VarMap
+    let report =
+        weights::load_into(&file, Arch::SmallCnn, false, &vm, "", DType::F32, &dev).unwrap();
+    assert_eq!(report.loaded, 20);
+    assert_eq!(vm.all_vars().len(), 20);
+    let after = enc.forward_t(&x, false).unwrap();
+    assert!(max_abs_diff(&after, &want) <= 1e-5);
+
+    // a VarMap holding a variable of another shape under a loaded name is refused untouched
+    let vm = VarMap::new();
+    vm.data().lock().unwrap().insert(
+        "stages.0.conv.weight".into(),
+        candle_core::Var::zeros((1, 1), DType::F32, &dev).unwrap(),
+    );
+    let e = weights::load_into(&file, Arch::SmallCnn, false, &vm, "", DType::F32, &dev)
+        .err()
+        .unwrap();
+    assert!(e.to_string().contains("stages.0.conv.weight"), "{e}");
+    assert_eq!(vm.all_vars().len(), 1, "nothing inserted on error");
+}

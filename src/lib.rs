@@ -6,5 +6,6 @@
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod losses;
 
 pub use error::{Error, Result};

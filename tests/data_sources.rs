@@ -522,6 +522,42 @@ fn cache_is_used_and_a_corrupt_cache_file_is_rebuilt() {
 }
 
 #[test]
+fn cache_folder_follows_the_environment() {
+    use cromo::data::cache::cache_dir_from;
+    use std::ffi::OsString;
+    let env = |pairs: &'static [(&'static str, &'static str)]| {
+        move |k: &str| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| OsString::from(v))
+        }
+    };
+    let all = &[
+        ("CROMO_CACHE_DIR", "/c"),
+        ("XDG_CACHE_HOME", "/x"),
+        ("HOME", "/h"),
+    ];
+    assert_eq!(cache_dir_from(env(all)), Some(PathBuf::from("/c")));
+    let no_cromo = &[
+        ("CROMO_CACHE_DIR", ""),
+        ("XDG_CACHE_HOME", "/x"),
+        ("HOME", "/h"),
+    ];
+    assert_eq!(
+        cache_dir_from(env(no_cromo)),
+        Some(PathBuf::from("/x/cromo"))
+    );
+    assert_eq!(
+        cache_dir_from(env(&[("HOME", "/h")])),
+        Some(PathBuf::from("/h/.cache/cromo"))
+    );
+    assert_eq!(cache_dir_from(env(&[])), None);
+    assert_eq!(CacheMode::Off.dir(), None);
+    assert_eq!(CacheMode::Dir("/d".into()).dir(), Some(PathBuf::from("/d")));
+}
+
+#[test]
 fn folder_and_archive_loads_round_trip_through_the_cache() {
     let tmp = tempfile::tempdir().unwrap();
     let (files, expected) = small_folder();

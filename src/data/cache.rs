@@ -60,7 +60,12 @@ impl CacheMode {
 /// `$CROMO_CACHE_DIR`, else `$XDG_CACHE_HOME/cromo`, else `$HOME/.cache/cromo` (empty variables
 /// count as unset); `None` when none is set.
 pub fn default_cache_dir() -> Option<PathBuf> {
-    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    cache_dir_from(|k| std::env::var_os(k))
+}
+
+/// [`default_cache_dir`] with the environment given as a lookup function.
+pub fn cache_dir_from(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> Option<PathBuf> {
+    let var = |k: &str| var(k).filter(|v| !v.is_empty());
     if let Some(d) = var("CROMO_CACHE_DIR") {
         return Some(PathBuf::from(d));
     }

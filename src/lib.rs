@@ -7,5 +7,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod eval;
+pub mod losses;
+pub mod models;
 
 pub use error::{Error, Result};

@@ -154,3 +154,17 @@ fn splits_and_tables_are_checked() {
     let e = prediction_metrics(&[9], &[0], &s).unwrap_err().to_string();
     assert!(e.contains("class 9"), "{e}");
 }
+
+/// The data side's seeded split converts with the same class sets per task.
+#[test]
+fn converts_from_the_data_split() {
+    let data = cromo::data::TaskSplit::new(10, 5, 42).unwrap();
+    let split = TaskSplit::from(&data);
+    assert_eq!(split.num_tasks(), 5);
+    for t in 0..5 {
+        assert_eq!(split.tasks()[t], data.classes(t).unwrap());
+        for &c in data.classes(t).unwrap() {
+            assert_eq!(split.task_of(c), Some(t));
+        }
+    }
+}

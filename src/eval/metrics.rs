@@ -29,11 +29,27 @@ use serde::{Deserialize, Serialize};
 use super::probe::argmax;
 use crate::{Error, Result};
 
-/// Class-incremental task split: task `t` owns the classes `tasks[t]` (disjoint sets).
+/// The class sets of the tasks as the metrics see them: task `t` owns the classes `tasks[t]`
+/// (disjoint, any sizes). Build it from the data side's [`crate::data::TaskSplit`] with
+/// `TaskSplit::from(&split)`, or from explicit class lists with [`TaskSplit::new`].
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskSplit {
     tasks: Vec<Vec<u32>>,
     task_of: HashMap<u32, usize>,
+}
+
+impl From<&crate::data::TaskSplit> for TaskSplit {
+    fn from(split: &crate::data::TaskSplit) -> TaskSplit {
+        let tasks: Vec<Vec<u32>> = (0..split.num_tasks())
+            .map(|t| split.classes(t).map(<[u32]>::to_vec).unwrap_or_default())
+            .collect();
+        let task_of = tasks
+            .iter()
+            .enumerate()
+            .flat_map(|(t, cs)| cs.iter().map(move |&c| (c, t)))
+            .collect();
+        TaskSplit { tasks, task_of }
+    }
 }
 
 impl TaskSplit {

@@ -6,6 +6,7 @@
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod learner;
 pub mod losses;
 pub mod models;
 

@@ -3,10 +3,12 @@
 //! Encoders loaded from safetensors, real data-set readers, SSL objectives, continual strategies
 //! and evaluation, on candle (CPU, CUDA).
 
+pub mod buffer;
 pub mod data;
 pub mod device;
 pub mod error;
 pub mod eval;
+pub mod learner;
 pub mod losses;
 pub mod models;
 

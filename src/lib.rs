@@ -7,6 +7,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod losses;
+pub mod methods;
 pub mod models;
 
 pub use error::{Error, Result};

@@ -3,6 +3,7 @@
 //! Encoders loaded from safetensors, real data-set readers, SSL objectives, continual strategies
 //! and evaluation, on candle (CPU, CUDA).
 
+pub mod continual;
 pub mod data;
 pub mod device;
 pub mod error;

@@ -4,12 +4,14 @@
 //! and evaluation, on candle (CPU, CUDA).
 
 pub mod buffer;
+pub mod continual;
 pub mod data;
 pub mod device;
 pub mod error;
 pub mod eval;
 pub mod learner;
 pub mod losses;
+pub mod methods;
 pub mod models;
 
 pub use error::{Error, Result};

@@ -16,6 +16,7 @@
 //! | `small-cnn`         | 256         | 32    | CIFAR-10, as `resnet18-cifar`                  |
 
 pub mod efficientnet_lite;
+pub mod heads;
 pub mod resnet;
 pub mod small_cnn;
 pub mod weights;

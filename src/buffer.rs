@@ -25,9 +25,8 @@
 //!      …     4        CRC-32 (IEEE, as zlib/gzip) of every preceding byte
 //! ```
 
-use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::Path;
 
 use crate::{Error, Result};
 
@@ -270,40 +269,14 @@ impl ReplayBuffer {
     /// `path` in the format of the module docs. Atomic: written to a temporary file in the same
     /// folder, synced to disk, then renamed over `path`; on error no file is left behind.
     pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
-        let path = path.as_ref();
-        let file_name = path
-            .file_name()
-            .ok_or_else(|| Error::invalid(format!("{}: not a file path", path.display())))?;
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let mut tmp_name = std::ffi::OsString::from(".");
-        tmp_name.push(file_name);
-        tmp_name.push(format!(".tmp{}", std::process::id()));
-        let tmp = dir.join(tmp_name);
-        let result = (|| -> std::io::Result<()> {
-            let file = File::create(&tmp)?;
+        crate::fsutil::write_atomic_with(path.as_ref(), |file| {
             let mut w = CrcWriter {
-                inner: BufWriter::with_capacity(1 << 20, file),
+                inner: &mut *file,
                 crc: flate2::Crc::new(),
             };
             self.write_body(&mut w)?;
             let crc = w.crc.sum();
-            let mut inner = w.inner;
-            inner.write_all(&crc.to_le_bytes())?;
-            let file = inner.into_inner().map_err(|e| e.into_error())?;
-            file.sync_all()?;
-            drop(file);
-            std::fs::rename(&tmp, path)?;
-            if let Ok(d) = File::open(&dir) {
-                let _ = d.sync_all();
-            }
-            Ok(())
-        })();
-        result.map_err(|e| {
-            let _ = std::fs::remove_file(&tmp);
-            Error::io(path, e)
+            file.write_all(&crc.to_le_bytes())
         })
     }
 

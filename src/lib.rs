@@ -9,6 +9,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod eval;
+pub mod fsutil;
 pub mod learner;
 pub mod losses;
 pub mod methods;

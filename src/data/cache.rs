@@ -19,7 +19,7 @@
 //! is reported on stderr with its path and rebuilt; it is never used.
 
 use std::fs::File;
-use std::io::{BufWriter, Read, Write};
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
@@ -214,38 +214,14 @@ pub fn write_cache_file(path: &Path, key: &str, set: &ImageSet) -> Result<()> {
     };
     let header = serde_json::to_vec(&header)
         .map_err(|e| Error::invalid(format!("cannot encode cache header: {e}")))?;
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "cache".into());
-    let nanos = std::time::SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    let tmp = dir.join(format!(".{file_name}.tmp-{}-{nanos}", std::process::id()));
-    let result = (|| -> std::io::Result<()> {
-        let file = File::create(&tmp)?;
-        let mut w = BufWriter::with_capacity(1 << 20, file);
+    crate::fsutil::write_atomic_with(path, |w| {
         w.write_all(MAGIC)?;
         w.write_all(&VERSION.to_le_bytes())?;
         w.write_all(&(header.len() as u32).to_le_bytes())?;
         w.write_all(&header)?;
         w.write_all(&labels)?;
-        w.write_all(&set.pixels)?;
-        let file = w.into_inner().map_err(|e| e.into_error())?;
-        file.sync_all()?;
-        drop(file);
-        std::fs::rename(&tmp, path)?;
-        if let Ok(d) = File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(Error::io(path, e));
-    }
-    Ok(())
+        w.write_all(&set.pixels)
+    })
 }
 
 /// Reads a cache file. With `expected_key`, a file written for another key is an error.

@@ -34,37 +34,9 @@ pub use report::{
     PLOT_CODING_RATE, PLOT_MATRIX, PLOT_TASKS, REPORT_JSON, REPORT_MD,
 };
 
-use std::io::Write;
-use std::path::Path;
-
 use crate::{Error, Result};
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same folder, flushed and synced,
-/// then renamed over `path`. On error the temporary file is removed and `path` is untouched.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    let name = path
-        .file_name()
-        .ok_or_else(|| Error::invalid(format!("{}: not a file path", path.display())))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(name);
-    tmp_name.push(format!(".tmp{}", std::process::id()));
-    let tmp = dir.join(tmp_name);
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        f.write_all(bytes).map_err(|e| Error::io(&tmp, e))?;
-        f.sync_all().map_err(|e| Error::io(&tmp, e))?;
-        drop(f);
-        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
+pub(crate) use crate::fsutil::write_atomic;
 
 /// Checks that `data` holds whole rows of `dim` values and returns the row count.
 pub(crate) fn rows_of(data: &[f32], dim: usize, what: &str) -> Result<usize> {

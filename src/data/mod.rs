@@ -16,6 +16,7 @@ mod image_set;
 pub mod source;
 pub mod split;
 pub mod tiny_imagenet;
+pub mod transform;
 
 pub use cache::{default_cache_dir, CacheKey, CacheMode};
 pub use cifar::{load_cifar10_bin, CIFAR10_CLASSES};
@@ -26,3 +27,4 @@ pub use image_set::ImageSet;
 pub use source::LoadOptions;
 pub use split::TaskSplit;
 pub use tiny_imagenet::{load_tiny_imagenet, TinySplit};
+pub use transform::{preprocess_photo, preprocess_photos, resize_rgb_u8, to_tensor};

@@ -7,6 +7,7 @@
 //! ([`CacheMode`]). [`TaskSplit`] divides classes into class-incremental tasks.
 
 pub mod archive;
+pub mod augment;
 pub mod cache;
 pub mod cifar;
 pub mod datasets;
@@ -18,6 +19,7 @@ pub mod split;
 pub mod tiny_imagenet;
 pub mod transform;
 
+pub use augment::{augment_batch, augment_views, AugmentConfig};
 pub use cache::{default_cache_dir, CacheKey, CacheMode};
 pub use cifar::{load_cifar10_bin, CIFAR10_CLASSES};
 pub use datasets::{shared_data_dir, Dataset, Split};

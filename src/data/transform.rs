@@ -51,6 +51,19 @@ impl<W: Copy> Taps<W> {
         }
     }
 
+    /// Mirror the output axis (output `o` takes the taps of `n - 1 - o`).
+    pub(crate) fn reverse(&mut self) {
+        let n = self.start.len();
+        self.start.reverse();
+        self.len.reverse();
+        for o in 0..n / 2 {
+            for k in 0..self.ksize {
+                self.w
+                    .swap(o * self.ksize + k, (n - 1 - o) * self.ksize + k);
+            }
+        }
+    }
+
     /// First input sample read and one past the last (the taps are monotone in `o`).
     pub(crate) fn span(&self) -> (usize, usize) {
         let n = self.start.len();
@@ -333,8 +346,10 @@ fn normalise_into(
         let plane = &mut out[ch * hw..(ch + 1) * hw];
         let sc = if c == 1 { 0 } else { ch };
         let (m, s) = (mean[ch], std[ch]);
-        for (i, o) in plane.iter_mut().enumerate() {
-            *o = (src[i * c + sc] as f32 / 255.0 - m) / s;
+        // The same f32 expression, tabulated over the 256 byte values.
+        let lut: [f32; 256] = std::array::from_fn(|v| (v as f32 / 255.0 - m) / s);
+        for (o, px) in plane.iter_mut().zip(src[sc..].iter().step_by(c)) {
+            *o = lut[*px as usize];
         }
     }
 }
@@ -418,27 +433,34 @@ pub fn to_tensor_raw(
 }
 
 /// torchvision's `Resize(s)` output size for an `(h, w)` image: the shorter side becomes `s`,
-/// the longer `int(s * long / short)`.
-pub fn resized_shorter_size(h: usize, w: usize, s: usize) -> (usize, usize) {
+/// the longer `int(s * long / short)`. All sizes must be positive.
+pub fn resized_shorter_size(h: usize, w: usize, s: usize) -> Result<(usize, usize)> {
+    if h == 0 || w == 0 || s == 0 {
+        return Err(Error::invalid(format!(
+            "resize: cannot resize a {h}x{w} image to shorter side {s}"
+        )));
+    }
     let (short, long) = if w <= h { (w, h) } else { (h, w) };
     let new_long = (s as f64 * long as f64 / short as f64) as usize;
-    if w <= h {
-        (new_long, s)
-    } else {
-        (s, new_long)
-    }
+    Ok(if w <= h { (new_long, s) } else { (s, new_long) })
 }
 
-/// The centre crop window of torchvision's `CenterCrop`: offsets `round((size - crop) / 2)`
-/// with Python's round-half-to-even.
-pub fn center_crop_window(h: usize, w: usize, ch: usize, cw: usize) -> Window {
-    let off = |a: usize, b: usize| ((a as f64 - b as f64) / 2.0).round_ties_even() as usize;
-    Window {
+/// The centre crop window of torchvision's `CenterCrop` of an `(h, w)` image: offsets
+/// `round((size - crop) / 2)` with Python's round-half-to-even. The crop must fit the image
+/// (torchvision would pad; we do not).
+pub fn center_crop_window(h: usize, w: usize, ch: usize, cw: usize) -> Result<Window> {
+    if ch == 0 || cw == 0 || ch > h || cw > w {
+        return Err(Error::invalid(format!(
+            "center crop: a {ch}x{cw} crop does not fit a {h}x{w} image"
+        )));
+    }
+    let off = |a: usize, b: usize| ((a - b) as f64 / 2.0).round_ties_even() as usize;
+    Ok(Window {
         top: off(h, ch),
         left: off(w, cw),
         height: ch,
         width: cw,
-    }
+    })
 }
 
 fn preprocess_into(
@@ -448,13 +470,14 @@ fn preprocess_into(
     mean: &[f32; 3],
     std: &[f32; 3],
     out: &mut [f32],
-) {
+) -> Result<()> {
     let rgb = img.to_rgb8();
     let (h, w) = (rgb.height() as usize, rgb.width() as usize);
-    let (dh, dw) = resized_shorter_size(h, w, resize_shorter);
-    let win = center_crop_window(dh, dw, crop, crop);
+    let (dh, dw) = resized_shorter_size(h, w, resize_shorter)?;
+    let win = center_crop_window(dh, dw, crop, crop)?;
     let cropped = resize_u8_window(rgb.as_raw(), (h, w, 3), (dh, dw), win);
     normalise_into(&cropped, crop * crop, 3, mean, std, out);
+    Ok(())
 }
 
 fn check_photo(k: usize, img: &image::DynamicImage) -> Result<()> {
@@ -509,9 +532,9 @@ pub fn preprocess_photos(
     let mut buf = vec![0f32; imgs.len() * per];
     buf.par_chunks_mut(per)
         .zip(imgs.par_iter())
-        .for_each(|(out, img)| {
+        .try_for_each(|(out, img)| {
             preprocess_into(img, resize_shorter as usize, crop, &mean, &std, out)
-        });
+        })?;
     Ok(Tensor::from_vec(
         buf,
         (imgs.len(), 3, crop, crop),

@@ -7,6 +7,7 @@
 //! ([`CacheMode`]). [`TaskSplit`] divides classes into class-incremental tasks.
 
 pub mod archive;
+pub mod augment;
 pub mod cache;
 pub mod cifar;
 pub mod datasets;
@@ -16,7 +17,9 @@ mod image_set;
 pub mod source;
 pub mod split;
 pub mod tiny_imagenet;
+pub mod transform;
 
+pub use augment::{augment_batch, augment_views, AugmentConfig};
 pub use cache::{default_cache_dir, CacheKey, CacheMode};
 pub use cifar::{load_cifar10_bin, CIFAR10_CLASSES};
 pub use datasets::{shared_data_dir, Dataset, Split};
@@ -26,3 +29,4 @@ pub use image_set::ImageSet;
 pub use source::LoadOptions;
 pub use split::TaskSplit;
 pub use tiny_imagenet::{load_tiny_imagenet, TinySplit};
+pub use transform::{preprocess_photo, preprocess_photos, resize_rgb_u8, to_tensor};

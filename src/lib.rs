@@ -10,6 +10,7 @@ pub mod device;
 pub mod error;
 pub mod eval;
 pub mod fsutil;
+pub mod infer;
 pub mod learner;
 pub mod losses;
 pub mod methods;

@@ -1,10 +1,13 @@
-//! The learner's machinery: optimisers over parameter groups and learning-rate schedules.
+//! The learner's machinery: optimisers over parameter groups, learning-rate schedules, the
+//! class-incremental trainer behind `cromo train` and its crash-safe checkpoints.
 //!
 //! [`optim`]: SGD with momentum, LARS and AdamW over candle `Var`s grouped by VarMap prefix, with
 //! state that can be checkpointed and restored bit-exactly; [`schedule`]: warm-up + cosine.
 
+pub mod checkpoint;
 pub mod optim;
 pub mod schedule;
+pub mod trainer;
 
 pub use optim::{
     is_bias_or_norm, AdamW, AdamWConfig, GroupSpec, Lars, LarsConfig, Optimizer, OptimizerConfig,

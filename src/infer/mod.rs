@@ -1,0 +1,193 @@
+//! Inference on frames: load an encoder with its classifier head, classify images, top-k.
+//!
+//! Used by `cromo infer` and the example apps. Images are preprocessed as the architecture
+//! expects ([`Arch::input_size`], [`Arch::mean`], [`Arch::std`]): for 224-pixel models the shorter
+//! side is resized to 256 and the centre 224 × 224 cropped (the torchvision/timm evaluation
+//! transform); smaller models resize the shorter side to their input size and crop the centre.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor, D};
+
+use crate::data::transform::preprocess_photo;
+use crate::models::weights::{load_classifier, LoadedClassifier};
+use crate::models::Arch;
+use crate::{Error, Result};
+
+/// File extensions (lower case) read as images.
+pub const IMAGE_EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "bmp", "webp"];
+
+/// One ranked class of a prediction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Prediction {
+    /// Class index (row of the head).
+    pub class: usize,
+    /// Class name from the labels file, or the index as text when no labels were given.
+    pub name: String,
+    /// Softmax probability.
+    pub prob: f32,
+}
+
+/// An encoder + classifier head loaded from a safetensors file, with class names.
+pub struct ImageClassifier {
+    arch: Arch,
+    model: LoadedClassifier,
+    labels: Vec<String>,
+    device: Device,
+}
+
+impl ImageClassifier {
+    /// Loads `model` (strictly, for `arch`, with its head) and the class names in `labels`
+    /// (one per line; their number must equal the head's class count).
+    pub fn load(model: &Path, arch: Arch, labels: Option<&Path>, device: &Device) -> Result<Self> {
+        let loaded = load_classifier(model, arch, device)?;
+        let classes = loaded.classifier.num_classes();
+        let labels = match labels {
+            Some(path) => {
+                let names = read_labels(path)?;
+                if names.len() != classes {
+                    return Err(Error::bad_data(
+                        path,
+                        format!(
+                            "{} class names, but the head of {} has {classes} classes",
+                            names.len(),
+                            model.display()
+                        ),
+                    ));
+                }
+                names
+            }
+            None => (0..classes).map(|c| c.to_string()).collect(),
+        };
+        Ok(Self {
+            arch,
+            model: loaded,
+            labels,
+            device: device.clone(),
+        })
+    }
+
+    /// The architecture.
+    pub fn arch(&self) -> Arch {
+        self.arch
+    }
+
+    /// Number of classes of the head.
+    pub fn num_classes(&self) -> usize {
+        self.labels.len()
+    }
+
+    /// Preprocesses one decoded image into a (1,3,S,S) tensor on the model's device.
+    pub fn preprocess(&self, img: &image::DynamicImage) -> Result<Tensor> {
+        let (shorter, crop) = eval_sizes(self.arch);
+        let x = preprocess_photo(img, shorter, crop, self.arch.mean(), self.arch.std())?;
+        Ok(x.to_device(&self.device)?)
+    }
+
+    /// Class probabilities for a preprocessed batch: (B,3,S,S) -> (B, classes).
+    pub fn probabilities(&self, x: &Tensor) -> Result<Tensor> {
+        let logits = self.model.classifier.logits(x)?;
+        Ok(candle_nn::ops::softmax(&logits, D::Minus1)?)
+    }
+
+    /// The `k` most probable classes of each row of `probs` (B, classes), best first.
+    pub fn top_k(&self, probs: &Tensor, k: usize) -> Result<Vec<Vec<Prediction>>> {
+        let rows = probs.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?;
+        Ok(rows
+            .iter()
+            .map(|row| {
+                let mut idx: Vec<usize> = (0..row.len()).collect();
+                idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+                idx.into_iter()
+                    .take(k)
+                    .map(|c| Prediction {
+                        class: c,
+                        name: self.labels[c].clone(),
+                        prob: row[c],
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+/// (resize shorter side to, centre crop) for the evaluation transform of `arch`.
+pub fn eval_sizes(arch: Arch) -> (u32, u32) {
+    let size = arch.input_size() as u32;
+    if size >= 224 {
+        (size * 8 / 7, size)
+    } else {
+        (size, size)
+    }
+}
+
+/// Reads a labels file: one class name per line (line i+1 = class i); empty lines are an error.
+pub fn read_labels(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let names: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
+    if let Some(i) = names.iter().position(|n| n.is_empty()) {
+        return Err(Error::bad_data(
+            path,
+            format!("line {} is empty (expected one class name per line)", i + 1),
+        ));
+    }
+    Ok(names)
+}
+
+/// Decodes the image at `path`; a non-image or corrupt file is an [`Error::Image`] naming it.
+pub fn open_image(path: &Path) -> Result<image::DynamicImage> {
+    let bytes = std::fs::read(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::NotFound {
+            path: path.to_path_buf(),
+            what: "an image file".into(),
+        },
+        _ => Error::io(path, e),
+    })?;
+    image::load_from_memory(&bytes).map_err(|e| Error::Image {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    })
+}
+
+/// Expands `inputs` (files and folders) into the list of image files to classify: a folder gives
+/// its files with an image extension, sorted by name (not recursive); a file is taken as given
+/// (and fails later if it is not an image). A missing path or a folder with no image is an error.
+pub fn collect_images(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for input in inputs {
+        if input.is_dir() {
+            let rd = std::fs::read_dir(input).map_err(|e| Error::io(input, e))?;
+            let mut files = Vec::new();
+            for entry in rd {
+                let path = entry.map_err(|e| Error::io(input, e))?.path();
+                if path.is_file() && has_image_extension(&path) {
+                    files.push(path);
+                }
+            }
+            if files.is_empty() {
+                return Err(Error::NotFound {
+                    path: input.clone(),
+                    what: format!("image files ({})", IMAGE_EXTENSIONS.join(", ")),
+                });
+            }
+            files.sort();
+            out.extend(files);
+        } else if input.exists() {
+            out.push(input.clone());
+        } else {
+            return Err(Error::NotFound {
+                path: input.clone(),
+                what: "an image file or a folder of images".into(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// True when the file name ends in one of [`IMAGE_EXTENSIONS`] (any case).
+pub fn has_image_extension(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .map(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+        .unwrap_or(false)
+}

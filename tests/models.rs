@@ -503,10 +503,7 @@ fn wrong_architecture_gets_a_one_line_summary() {
     let first = msg.lines().next().unwrap();
     println!("{first}");
     assert!(first.contains("does not fit efficientnet-lite0"), "{first}");
-    assert!(
-        first.contains("looks like a resnet18 checkpoint"),
-        "{first}"
-    );
+    assert!(first.contains("looks like resnet18 weights"), "{first}");
     // 245 encoder tensors missing; 102 ResNet tensors + 20 counters of unknown BatchNorms
     assert!(first.contains("245 missing, 122 unexpected"), "{first}");
     // long lists are capped
@@ -523,7 +520,7 @@ fn wrong_architecture_gets_a_one_line_summary() {
         "{msg}"
     );
     assert!(msg.contains("conv1.weight is [64, 3, 7, 7]"), "{msg}");
-    assert!(msg.contains("looks like a resnet18 checkpoint"), "{msg}");
+    assert!(msg.contains("looks like resnet18 weights"), "{msg}");
 
     // an encoder-only file has no head to classify with
     let (_, small, _) = small_cnn_file(dir.path());

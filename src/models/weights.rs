@@ -239,12 +239,21 @@ pub fn load_into(
                 ))
             }
             None => {
+                if let Some(guess) = guess_arch(&file).filter(|g| *g != arch.name()) {
+                    return Err(weights_err(
+                        path,
+                        format!(
+                            "not {arch} weights: it looks like {guess} weights (pass \
+                             --arch {guess}, or weights made for {arch})"
+                        ),
+                    ));
+                }
                 return Err(weights_err(
                     path,
                     format!(
                         "has no classifier head `{head_prefix}*` for {arch} (an encoder-only checkpoint?)"
                     ),
-                ))
+                ));
             }
         }
     }
@@ -308,7 +317,7 @@ pub fn load_into(
         );
         if let Some(guess) = guess_arch(&file) {
             if guess != arch.name() {
-                let _ = write!(msg, "; it looks like a {guess} checkpoint");
+                let _ = write!(msg, "; it looks like {guess} weights");
             }
         }
         list(&mut msg, "missing", &missing);

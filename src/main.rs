@@ -67,6 +67,10 @@ struct InferArgs {
     /// Class names, one per line (line i+1 = class i). Default: ImageNet's when --model is not given.
     #[arg(long)]
     labels: Option<PathBuf>,
+    /// A linear probe (`probe.safetensors` of a `cromo train` run) classifying the features of
+    /// --model (then an encoder, e.g. the run's `encoder.safetensors`); its class names are used.
+    #[arg(long, requires = "model", conflicts_with = "labels")]
+    probe: Option<PathBuf>,
     /// How many classes to print per image.
     #[arg(long, default_value_t = 5)]
     top_k: usize,
@@ -297,7 +301,10 @@ fn infer(args: InferArgs) -> Result<()> {
         }
     };
     let t = Instant::now();
-    let clf = ImageClassifier::load(&model, arch, labels.as_deref(), &device)?;
+    let clf = match &args.probe {
+        Some(p) => ImageClassifier::with_probe(&model, arch, p, &device)?,
+        None => ImageClassifier::load(&model, arch, labels.as_deref(), &device)?,
+    };
     eprintln!(
         "loaded {} ({arch}, {} classes) in {:.0} ms on {}",
         model.display(),

@@ -315,3 +315,69 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// A run's outputs feed the other commands: `cromo eval` re-scores its encoder, `cromo compare`
+/// tabulates it, and `cromo infer --probe` classifies photos with its encoder + linear probe.
+#[test]
+fn run_outputs_work_with_eval_compare_and_infer() {
+    let exe = env!("CARGO_BIN_EXE_cromo");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let mut cfg = tiny_config("finetune");
+    cfg.eval = EvalKind::Both;
+    run_to_end(cfg, &out);
+    let report = cromo::eval::read_report(&out).unwrap();
+    let last = report.tasks.last().unwrap();
+
+    let o = Command::new(exe)
+        .args([
+            "eval",
+            "--checkpoint",
+            out.to_str().unwrap(),
+            "--eval",
+            "both",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    // The same encoder on the same data gives the LA the run reported after its last task.
+    let la = format!("{:.2}", 100.0 * last.la.unwrap());
+    assert!(text.contains(&la), "eval table {text} lacks LA {la}");
+
+    let table = dir.path().join("cmp.md");
+    let o = Command::new(exe)
+        .args([
+            "compare",
+            out.to_str().unwrap(),
+            "--out",
+            table.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let md = std::fs::read_to_string(&table).unwrap();
+    assert!(md.contains("finetune") && md.contains("barlow"), "{md}");
+
+    let photo = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/photos/coffee.png");
+    let o = Command::new(exe)
+        .args([
+            "infer",
+            photo.to_str().unwrap(),
+            "--arch",
+            "small-cnn",
+            "--model",
+            out.join("encoder.safetensors").to_str().unwrap(),
+            "--probe",
+            out.join("probe.safetensors").to_str().unwrap(),
+            "--top-k",
+            "10",
+        ])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = String::from_utf8_lossy(&o.stdout);
+    for name in cromo::data::CIFAR10_CLASSES {
+        assert!(text.contains(name), "{text} lacks {name}");
+    }
+}

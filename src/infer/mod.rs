@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{Device, Tensor, D};
 
 use crate::data::transform::preprocess_photo;
-use crate::models::weights::{load_classifier, LoadedClassifier};
+use crate::eval::LinearProbe;
+use crate::models::weights::{load_classifier, load_encoder, LoadedClassifier, LoadedEncoder};
 use crate::models::Arch;
 use crate::{Error, Result};
 
@@ -20,7 +21,7 @@ pub const IMAGE_EXTENSIONS: [&str; 5] = ["jpg", "jpeg", "png", "bmp", "webp"];
 /// One ranked class of a prediction.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Prediction {
-    /// Class index (row of the head).
+    /// Class id (row of the checkpoint's head, or the probe's global class id).
     pub class: usize,
     /// Class name from the labels file, or the index as text when no labels were given.
     pub name: String,
@@ -28,11 +29,22 @@ pub struct Prediction {
     pub prob: f32,
 }
 
-/// An encoder + classifier head loaded from a safetensors file, with class names.
+/// What turns images into class scores.
+enum Model {
+    /// An encoder with the checkpoint's own classifier head (e.g. ImageNet).
+    Checkpoint(LoadedClassifier),
+    /// An encoder with a linear probe fitted on its frozen features (`cromo train` writes
+    /// `encoder.safetensors` and `probe.safetensors`).
+    Probe(LoadedEncoder, LinearProbe),
+}
+
+/// An encoder + classifier (its own head or a linear probe), with class names.
 pub struct ImageClassifier {
     arch: Arch,
-    model: LoadedClassifier,
+    model: Model,
     labels: Vec<String>,
+    /// Class id of each output row (the probe's global class ids, or 0..C).
+    class_ids: Vec<usize>,
     device: Device,
 }
 
@@ -61,7 +73,44 @@ impl ImageClassifier {
         };
         Ok(Self {
             arch,
-            model: loaded,
+            model: Model::Checkpoint(loaded),
+            class_ids: (0..labels.len()).collect(),
+            labels,
+            device: device.clone(),
+        })
+    }
+
+    /// Loads the encoder `model` (a head in the file is skipped) and the linear probe `probe`
+    /// (`cromo train`'s `probe.safetensors`), whose class names label the output. The probe's
+    /// feature width must equal the encoder's.
+    pub fn with_probe(model: &Path, arch: Arch, probe: &Path, device: &Device) -> Result<Self> {
+        let enc = load_encoder(model, arch, device)?;
+        let p = LinearProbe::load(probe)?;
+        if p.dim != arch.feature_dim() {
+            return Err(Error::bad_data(
+                probe,
+                format!(
+                    "probe takes {}-d features, {arch} gives {}",
+                    p.dim,
+                    arch.feature_dim()
+                ),
+            ));
+        }
+        let labels = p
+            .classes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                p.class_names
+                    .get(i)
+                    .cloned()
+                    .unwrap_or_else(|| c.to_string())
+            })
+            .collect();
+        Ok(Self {
+            arch,
+            class_ids: p.classes.iter().map(|&c| c as usize).collect(),
+            model: Model::Probe(enc, p),
             labels,
             device: device.clone(),
         })
@@ -86,7 +135,13 @@ impl ImageClassifier {
 
     /// Class probabilities for a preprocessed batch: (B,3,S,S) -> (B, classes).
     pub fn probabilities(&self, x: &Tensor) -> Result<Tensor> {
-        let logits = self.model.classifier.logits(x)?;
+        let logits = match &self.model {
+            Model::Checkpoint(m) => m.classifier.logits(x)?,
+            Model::Probe(enc, probe) => {
+                let f = candle_core::ModuleT::forward_t(enc.encoder.as_ref(), x, false)?;
+                probe.logits_tensor(&f.to_device(&Device::Cpu)?)?
+            }
+        };
         Ok(candle_nn::ops::softmax(&logits, D::Minus1)?)
     }
 
@@ -101,7 +156,7 @@ impl ImageClassifier {
                 idx.into_iter()
                     .take(k)
                     .map(|c| Prediction {
-                        class: c,
+                        class: self.class_ids[c],
                         name: self.labels[c].clone(),
                         prob: row[c],
                     })

@@ -9,7 +9,9 @@ use clap::{Args, Parser, Subcommand};
 
 use cromo::device::DeviceSpec;
 use cromo::infer::{collect_images, open_image, ImageClassifier};
-use cromo::learner::trainer::{evaluate, load_data, EvalKind, RunEnd, TrainConfig, Trainer};
+use cromo::learner::trainer::{
+    evaluate, load_data, EvalKind, RetentionConfig, RunEnd, TrainConfig, Trainer,
+};
 use cromo::models::{build_encoder, weights, Arch};
 
 /// The repository root at build time: default locations of the shipped weights and labels.
@@ -155,6 +157,30 @@ struct TrainArgs {
     /// Stop after this task's checkpoint (0-based), as if the run had been killed there.
     #[arg(long)]
     stop_after_task: Option<usize>,
+    /// Start the encoder from these weights (torchvision / timm names, e.g.
+    /// models/efficientnet_lite0.safetensors); the heads start fresh.
+    #[arg(long)]
+    init: Option<PathBuf>,
+    /// Encoder BatchNorm during training: train (batch statistics, running ones updated) or
+    /// frozen (the starting running statistics kept).
+    #[arg(long, default_value = "train")]
+    bn: String,
+    /// Skip the evaluation of the starting encoder before the first task.
+    #[arg(long)]
+    no_eval_init: bool,
+    /// Held-out data set of the retention probe (cifar10, tiny-imagenet, ... or a path), resized
+    /// to the training size, fitted before the first task and after every task.
+    #[arg(long)]
+    retention_probe: Option<String>,
+    /// Where the retention data set is (default: as --data-root for a named set).
+    #[arg(long)]
+    retention_root: Option<PathBuf>,
+    /// Retention probe: train images per class.
+    #[arg(long, default_value_t = 100)]
+    retention_images_per_class: usize,
+    /// Retention probe: test images per class.
+    #[arg(long, default_value_t = 100)]
+    retention_test_images_per_class: usize,
     /// cpu, cuda or cuda:N.
     #[arg(long, default_value = "cpu")]
     device: String,
@@ -399,6 +425,15 @@ fn train(a: TrainArgs) -> Result<()> {
             cfg.eval = a.eval.parse()?;
             cfg.checkpoint_every = a.checkpoint_every;
             cfg.stop_after_task = a.stop_after_task;
+            cfg.init = a.init.clone();
+            cfg.bn = a.bn.parse()?;
+            cfg.eval_init = !a.no_eval_init;
+            cfg.retention = a.retention_probe.as_deref().map(|d| RetentionConfig {
+                data: d.to_string(),
+                data_root: a.retention_root.clone(),
+                images_per_class: a.retention_images_per_class,
+                test_images_per_class: a.retention_test_images_per_class,
+            });
             cfg.validate()?;
             let t = Instant::now();
             let data = load_data(&cfg)?;

@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use cromo::eval::{
-    compare, read_report, write_compare, write_report, AccuracyMatrix, CodingRatePoint, RunReport,
-    TaskRow, Timings, PLOT_CODING_RATE, PLOT_MATRIX, PLOT_TASKS, REPORT_JSON, REPORT_MD,
+    compare, read_report, write_compare, write_report, AccuracyMatrix, CodingRatePoint, InitRow,
+    RunReport, TaskRow, Timings, PLOT_CODING_RATE, PLOT_MATRIX, PLOT_TASKS, REPORT_JSON, REPORT_MD,
 };
 use cromo::Error;
 
@@ -27,6 +27,7 @@ fn sample_report(method: &str, strategy: &str, la_last: f64) -> RunReport {
         forgetting: None,
         bwt: None,
         train_s: Some(100.0 + task as f64),
+        retention: None,
     };
     let mut coding_rate = Vec::new();
     for task in 0..3 {
@@ -55,6 +56,7 @@ fn sample_report(method: &str, strategy: &str, la_last: f64) -> RunReport {
         images_per_s: Some(812.5),
         peak_rss_mb: cromo::eval::peak_rss_mb(),
         notes: vec!["frozen teacher in eval mode".into()],
+        init: None,
     };
     r.fill_forgetting();
     r
@@ -107,10 +109,11 @@ fn report_files_are_written_and_read_back() {
     assert!(md.contains("| final LA | 65.00 |"));
     assert!(md.contains("| final forgetting | 20.00 |"));
     assert!(md.contains("| total time | 1 h 06 min |"));
-    // Per-task row of task 3: LA 65, TP 80, WP 81.25, task-aware 85, kNN 62, forgetting 20, BWT −20.
+    // Per-task row of task 3: LA 65, TP 80, WP 81.25, task-aware 85, kNN 62, forgetting 20, BWT −20,
+    // no retention probe.
     assert!(
         md.contains(
-            "| 3 | 4 5 | 65.00 | 80.00 | 81.25 | 85.00 | 62.00 | 20.00 | -20.00 | 1 min 42 s |"
+            "| 3 | 4 5 | 65.00 | 80.00 | 81.25 | 85.00 | 62.00 | 20.00 | -20.00 | – | 1 min 42 s |"
         ),
         "{md}"
     );
@@ -240,4 +243,48 @@ fn write_sample_plots_for_inspection() {
     r.fill_forgetting();
     write_report(format!("{dir}/ten-tasks"), &r).unwrap();
     println!("plots in {dir}");
+}
+
+/// With a starting-encoder evaluation and a retention probe in one run, the table gains their
+/// columns (a run without them shows dashes), report.md its rows.
+#[test]
+fn compare_and_report_show_start_and_retention() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = dir.path().join("scratch");
+    let b = dir.path().join("pretrained");
+    write_report(&a, &sample_report("barlow", "finetune", 0.6)).unwrap();
+    let mut rb = sample_report("barlow", "cassle", 0.7);
+    rb.init = Some(InitRow {
+        la: Some(0.55),
+        knn: Some(0.5),
+        retention: Some(0.8125),
+    });
+    for (i, t) in rb.tasks.iter_mut().enumerate() {
+        t.retention = Some(0.8 - 0.1 * i as f64);
+    }
+    write_report(&b, &rb).unwrap();
+    let table = compare(&[&a, &b]).unwrap();
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(
+        lines[0],
+        "| run | method | strategy | tasks | LA | WP | TP | forgetting | LA at start | retention at start | retention | time |"
+    );
+    assert_eq!(
+        lines[2],
+        "| scratch | barlow | finetune | 3 | 60.00 | 75.00 | 80.00 | 20.00 | – | – | – | 1 h 06 min |"
+    );
+    assert_eq!(
+        lines[3],
+        "| pretrained | barlow | cassle | 3 | 70.00 | 87.50 | 80.00 | 20.00 | 55.00 | 81.25 | 60.00 | 1 h 06 min |"
+    );
+    let md = std::fs::read_to_string(b.join(REPORT_MD)).unwrap();
+    assert!(
+        md.contains("| initial retention-probe accuracy | 81.25 |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| final retention-probe accuracy | 60.00 |"),
+        "{md}"
+    );
+    assert_eq!(read_report(&b).unwrap(), rb);
 }

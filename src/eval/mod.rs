@@ -30,7 +30,7 @@ pub use metrics::{
 };
 pub use probe::{FitInfo, LinearProbe, ProbeConfig, StopReason};
 pub use report::{
-    peak_rss_mb, read_report, write_report, CodingRatePoint, RunReport, TaskRow, Timings,
+    peak_rss_mb, read_report, write_report, CodingRatePoint, InitRow, RunReport, TaskRow, Timings,
     PLOT_CODING_RATE, PLOT_MATRIX, PLOT_TASKS, REPORT_JSON, REPORT_MD,
 };
 

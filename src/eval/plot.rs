@@ -169,18 +169,22 @@ const C_AWARE: RGBColor = RGBColor(44, 160, 44);
 const C_KNN: RGBColor = RGBColor(148, 103, 189);
 const C_FORGET: RGBColor = RGBColor(214, 39, 40);
 const C_EARLY: RGBColor = RGBColor(255, 127, 14);
+const C_RETAIN: RGBColor = RGBColor(140, 86, 75);
 
-/// LA, task-aware accuracy, kNN accuracy and forgetting (all %) after each task; the legend,
-/// with each series' last value, sits in a panel right of the chart so it never hides a point.
+/// LA, task-aware accuracy, kNN accuracy, forgetting and the retention probe (all %) after each
+/// task, with the retention of the initial encoder as a thin horizontal line; the legend, with
+/// each series' last value, sits in a panel right of the chart so it never hides a point.
 pub(crate) fn per_task_png(r: &RunReport, path: &Path) -> Result<Vec<u8>> {
     let t = r.tasks.iter().map(|x| x.task).max().unwrap_or(0) as i32 + 1;
     type Get = fn(&super::report::TaskRow) -> Option<f64>;
-    let series: [(&str, RGBColor, Get); 4] = [
+    let series: [(&str, RGBColor, Get); 5] = [
         ("LA (task-agnostic)", C_LA, |x| x.la),
         ("task-aware", C_AWARE, |x| x.task_aware),
         ("kNN", C_KNN, |x| x.knn),
         ("forgetting", C_FORGET, |x| x.forgetting),
+        ("retention probe", C_RETAIN, |x| x.retention),
     ];
+    let retention_start = r.init.as_ref().and_then(|i| i.retention);
     render(path, (1000, 560), |root| {
         let e = |e: &dyn std::fmt::Display| e.to_string();
         let root = root
@@ -211,6 +215,16 @@ pub(crate) fn per_task_png(r: &RunReport, path: &Path) -> Result<Vec<u8>> {
             .draw()
             .map_err(|x| e(&x))?;
         let mut shown = Vec::new();
+        if let Some(v) = retention_start {
+            let y = 100.0 * v;
+            chart
+                .draw_series(LineSeries::new(
+                    vec![(SegmentValue::Exact(0), y), (SegmentValue::Exact(t), y)],
+                    C_RETAIN.stroke_width(1),
+                ))
+                .map_err(|x| e(&x))?;
+            shown.push(("retention at start (thin line)", C_RETAIN, y));
+        }
         for (name, color, get) in series {
             let pts: Vec<(SegmentValue<i32>, f64)> = r
                 .tasks

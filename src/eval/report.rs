@@ -37,6 +37,20 @@ pub struct RunReport {
     /// Free-form remarks (e.g. "frozen teacher in train mode").
     #[serde(default)]
     pub notes: Vec<String>,
+    /// The encoder as it started (random or `--init` weights), evaluated before the first task.
+    #[serde(default)]
+    pub init: Option<InitRow>,
+}
+
+/// Metrics of the encoder before any training (fractions; `None` where not measured).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct InitRow {
+    /// Task-agnostic linear accuracy over all classes of the run's data.
+    pub la: Option<f64>,
+    /// kNN accuracy over all classes of the run's data.
+    pub knn: Option<f64>,
+    /// Retention-probe accuracy on the held-out data set.
+    pub retention: Option<f64>,
 }
 
 /// Metrics after training one task (fractions; `None` where not measured).
@@ -62,6 +76,10 @@ pub struct TaskRow {
     pub bwt: Option<f64>,
     /// Seconds spent training this task.
     pub train_s: Option<f64>,
+    /// Linear-probe accuracy on the held-out retention data set (`--retention-probe`): how much
+    /// of the general features the encoder started with survives.
+    #[serde(default)]
+    pub retention: Option<f64>,
 }
 
 /// ΔR (nats) at the end of one epoch.
@@ -298,6 +316,24 @@ fn markdown(r: &RunReport, t: usize, plots: &[&str]) -> String {
         pct(last.and_then(|x| x.forgetting))
     );
     let _ = writeln!(s, "| final BWT | {} |", pct(last.and_then(|x| x.bwt)));
+    if let Some(i) = &r.init {
+        let _ = writeln!(s, "| initial encoder: LA, all classes | {} |", pct(i.la));
+        let _ = writeln!(s, "| initial encoder: kNN, all classes | {} |", pct(i.knn));
+        if i.retention.is_some() {
+            let _ = writeln!(
+                s,
+                "| initial retention-probe accuracy | {} |",
+                pct(i.retention)
+            );
+        }
+    }
+    if last.is_some_and(|x| x.retention.is_some()) {
+        let _ = writeln!(
+            s,
+            "| final retention-probe accuracy | {} |",
+            pct(last.and_then(|x| x.retention))
+        );
+    }
     let _ = writeln!(s, "| total time | {} |", duration(r.timings.total_s));
     let _ = writeln!(s, "| training time | {} |", duration(r.timings.train_s));
     let _ = writeln!(s, "| evaluation time | {} |", duration(r.timings.eval_s));
@@ -308,17 +344,17 @@ fn markdown(r: &RunReport, t: usize, plots: &[&str]) -> String {
         let _ = writeln!(s, "\n## Per task\n");
         let _ = writeln!(
             s,
-            "| task | classes | LA | TP | WP | task-aware | kNN | forgetting | BWT | train time |"
+            "| task | classes | LA | TP | WP | task-aware | kNN | forgetting | BWT | retention | train time |"
         );
         let _ = writeln!(
             s,
-            "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+            "| ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
         );
         for row in &r.tasks {
             let classes: Vec<String> = row.classes.iter().map(u32::to_string).collect();
             let _ = writeln!(
                 s,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
                 row.task + 1,
                 classes.join(" "),
                 pct(row.la),
@@ -328,6 +364,7 @@ fn markdown(r: &RunReport, t: usize, plots: &[&str]) -> String {
                 pct(row.knn),
                 pct(row.forgetting),
                 pct(row.bwt),
+                pct(row.retention),
                 row.train_s.map_or("–".into(), duration)
             );
         }

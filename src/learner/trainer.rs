@@ -33,8 +33,8 @@ use crate::data::transform::to_tensor;
 use crate::data::{Dataset, ImageSet, LoadOptions, Split, TaskSplit};
 use crate::eval::{
     coding_rate_reduction_views, feature_rows, per_task_accuracy, prediction_metrics,
-    task_aware_accuracy, write_report, AccuracyMatrix, CodingRatePoint, KnnConfig, KnnIndex,
-    LinearProbe, ProbeConfig, RunReport, TaskRow, Timings,
+    task_aware_accuracy, write_report, AccuracyMatrix, CodingRatePoint, InitRow, KnnConfig,
+    KnnIndex, LinearProbe, ProbeConfig, RunReport, TaskRow, Timings,
 };
 use crate::learner::checkpoint::{self, Checkpoint, Position};
 use crate::learner::optim::{
@@ -109,6 +109,57 @@ impl std::str::FromStr for EvalKind {
     }
 }
 
+/// The encoder's BatchNorm during training steps (`--bn`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BnMode {
+    /// Batch statistics of the augmented views, running statistics updated (the from-scratch
+    /// recipe).
+    #[default]
+    Train,
+    /// Running statistics frozen at their starting values (e.g. the pretrained ones); the
+    /// BatchNorm scale and shift are still trained.
+    Frozen,
+}
+
+impl std::str::FromStr for BnMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "train" => Ok(BnMode::Train),
+            "frozen" => Ok(BnMode::Frozen),
+            _ => Err(Error::invalid(format!(
+                "unknown --bn `{s}` (expected train or frozen)"
+            ))),
+        }
+    }
+}
+
+/// The held-out data set of the retention probe (`--retention-probe`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RetentionConfig {
+    /// A data set name as for `--data` (`cifar10`, `tiny-imagenet`, ...) or a path.
+    pub data: String,
+    /// Where it lives (default: the matching file under the shared data folder).
+    pub data_root: Option<PathBuf>,
+    /// Training images per class the probe is fitted on (default 100).
+    pub images_per_class: usize,
+    /// Test images per class it is scored on (default 100).
+    pub test_images_per_class: usize,
+}
+
+impl RetentionConfig {
+    /// `data` with the default budgets (100 + 100 images per class).
+    pub fn new(data: &str) -> Self {
+        RetentionConfig {
+            data: data.to_string(),
+            data_root: None,
+            images_per_class: 100,
+            test_images_per_class: 100,
+        }
+    }
+}
+
 /// Everything that defines a training run (saved in the checkpoint and the report).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -154,6 +205,24 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     /// Stop (as if killed) after completing this task's checkpoint; for tests and staged runs.
     pub stop_after_task: Option<usize>,
+    /// Encoder weights to start from (`--init`, torchvision / timm names as in `models/`);
+    /// `None`: random initialisation from the seed. Heads always start fresh.
+    #[serde(default)]
+    pub init: Option<PathBuf>,
+    /// The encoder's BatchNorm in training steps (`--bn`).
+    #[serde(default)]
+    pub bn: BnMode,
+    /// Evaluate the starting encoder before the first task (LA and kNN over all classes, the
+    /// retention probe): the random-init or pretrained baseline.
+    #[serde(default = "default_true")]
+    pub eval_init: bool,
+    /// The retention probe's held-out data set, fitted before the first task and after each.
+    #[serde(default)]
+    pub retention: Option<RetentionConfig>,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl TrainConfig {
@@ -184,6 +253,10 @@ impl TrainConfig {
             eval: EvalKind::Linear,
             checkpoint_every: 0,
             stop_after_task: None,
+            init: None,
+            bn: BnMode::Train,
+            eval_init: true,
+            retention: None,
         }
     }
 
@@ -239,6 +312,13 @@ impl TrainConfig {
                 return bad("--mix-lambda must lie in [0, 1]");
             }
         }
+        if let Some(r) = &self.retention {
+            if r.images_per_class == 0 || r.test_images_per_class == 0 {
+                return bad(
+                    "the retention probe needs at least 1 train and 1 test image per class",
+                );
+            }
+        }
         Ok(())
     }
 }
@@ -248,6 +328,91 @@ pub struct TrainData {
     pub train: ImageSet,
     pub test: ImageSet,
     pub split: TaskSplit,
+    /// The retention probe's held-out (train, test) sets, resized to the training image size.
+    pub retention: Option<(ImageSet, ImageSet)>,
+}
+
+/// Loads the retention probe's sets of `r`, resized to `h`×`w` with `channels` channels.
+pub fn load_retention(
+    r: &RetentionConfig,
+    h: usize,
+    w: usize,
+    channels: usize,
+) -> Result<(ImageSet, ImageSet)> {
+    let ds: Dataset = r.data.parse()?;
+    let root = r.data_root.as_deref();
+    let mut sets = Vec::with_capacity(2);
+    for (split, n) in [
+        (Split::Train, r.images_per_class),
+        (Split::Test, r.test_images_per_class),
+    ] {
+        let opts = LoadOptions {
+            max_per_class: Some(n),
+            ..LoadOptions::default()
+        };
+        let set = ds.load(split, root, &opts)?;
+        sets.push(resize_set(set, h, w, channels, &r.data)?);
+    }
+    let test = sets.pop().expect("two sets");
+    let train = sets.pop().expect("two sets");
+    Ok((train, test))
+}
+
+/// `set` with every image resized (Pillow-exact bilinear with antialias) to `h`×`w` and
+/// converted to `channels` (1 → 3 repeats the grey level; 3 → 1 is refused).
+fn resize_set(set: ImageSet, h: usize, w: usize, channels: usize, name: &str) -> Result<ImageSet> {
+    if (set.height, set.width, set.channels) == (h, w, channels) {
+        return Ok(set);
+    }
+    if set.channels != channels && !(set.channels == 1 && channels == 3) {
+        return Err(Error::invalid(format!(
+            "retention probe data `{name}` has {} channels, the training data {channels}",
+            set.channels
+        )));
+    }
+    let mut pixels = Vec::with_capacity(set.len() * h * w * channels);
+    for i in 0..set.len() {
+        let img = crate::data::transform::resize_u8(
+            set.image(i),
+            set.height,
+            set.width,
+            set.channels,
+            h,
+            w,
+        )?;
+        if set.channels == channels {
+            pixels.extend_from_slice(&img);
+        } else {
+            pixels.extend(img.iter().flat_map(|&g| [g, g, g]));
+        }
+    }
+    Ok(ImageSet {
+        pixels,
+        height: h,
+        width: w,
+        channels,
+        ..set
+    })
+}
+
+/// Linear-probe accuracy of `encoder` on the retention sets: a probe fitted on all of `train`'s
+/// classes, scored on `test`.
+pub fn retention_accuracy(
+    encoder: &dyn Encoder,
+    sets: &(ImageSet, ImageSet),
+    device: &Device,
+) -> Result<f64> {
+    let (train, test) = sets;
+    let all_train: Vec<usize> = (0..train.len()).collect();
+    let all_test: Vec<usize> = (0..test.len()).collect();
+    let ftrain = extract_features(encoder, train, &all_train, device)?;
+    let ftest = extract_features(encoder, test, &all_test, device)?;
+    let cfg = ProbeConfig {
+        class_names: train.class_names.clone(),
+        ..ProbeConfig::default()
+    };
+    let probe = LinearProbe::fit(&ftrain, encoder.feature_dim(), &train.labels, &cfg)?;
+    probe.accuracy(&ftest, &test.labels)
 }
 
 /// Loads the train and test splits of `cfg.data` and splits the classes into `cfg.tasks` tasks
@@ -281,7 +446,21 @@ pub fn load_data(cfg: &TrainConfig) -> Result<TrainData> {
         )));
     }
     let split = TaskSplit::new(train.num_classes(), cfg.tasks, cfg.seed)?;
-    Ok(TrainData { train, test, split })
+    let retention = match &cfg.retention {
+        Some(r) => Some(load_retention(
+            r,
+            train.height,
+            train.width,
+            train.channels,
+        )?),
+        None => None,
+    };
+    Ok(TrainData {
+        train,
+        test,
+        split,
+        retention,
+    })
 }
 
 /// What the evaluation after a task measured.
@@ -445,7 +624,42 @@ impl Trainer {
                 out.display()
             )));
         }
+        let existed = out.exists();
         Trainer::build(cfg, data, device, out)
+            .and_then(Trainer::load_init)
+            .inspect_err(|_| {
+                // Leave no empty run folder behind when the run could not start.
+                if !existed {
+                    let _ = std::fs::remove_dir(out);
+                }
+            })
+    }
+
+    /// Loads `--init` weights into the fresh student's encoder and notes it in the report.
+    fn load_init(mut t: Trainer) -> Result<Trainer> {
+        if let Some(path) = t.cfg.init.clone() {
+            let rep = t.method.load_backbone(&path)?;
+            let mut line = format!(
+                "encoder initialised from {}: {} tensors loaded",
+                path.display(),
+                rep.loaded
+            );
+            if rep.ignored_counters > 0 {
+                line.push_str(&format!(
+                    ", {} BatchNorm num_batches_tracked counters ignored",
+                    rep.ignored_counters
+                ));
+            }
+            if !rep.skipped.is_empty() {
+                line.push_str(&format!(
+                    ", classifier head skipped ({})",
+                    rep.skipped.join(", ")
+                ));
+            }
+            eprintln!("{line}");
+            t.report.notes.push(line);
+        }
+        Ok(t)
     }
 
     /// The run's objects in their initial state (no checks on `out`).
@@ -455,6 +669,7 @@ impl Trainer {
         let mut mcfg = MethodConfig::new(cfg.method, cfg.arch);
         mcfg.mix = cfg.mix;
         mcfg.distill_predictor = cfg.strategy.needs_distill_predictor();
+        mcfg.backbone_bn_train = cfg.bn == BnMode::Train;
         let method = Method::new(mcfg, cfg.arch, device, derive_seed(cfg.seed, &[0]))?;
         let mut scfg = StrategyConfig::new(cfg.strategy);
         scfg.buffer_batch = cfg.buffer_batch;
@@ -599,6 +814,11 @@ impl Trainer {
     pub fn run(&mut self) -> Result<RunEnd> {
         let run_start = Instant::now();
         let already = self.report.timings.total_s;
+        if self.pos == Position::task_start(0) && self.report.init.is_none() {
+            let e0 = Instant::now();
+            self.report.init = self.evaluate_init()?;
+            self.eval_s += e0.elapsed().as_secs_f64();
+        }
         while self.pos.task < self.cfg.tasks {
             let t = self.pos.task;
             self.train_task(t)?;
@@ -611,6 +831,14 @@ impl Trainer {
                 self.cfg.eval,
                 &self.device,
             )?;
+            let mut ev = ev;
+            if let Some(sets) = &self.data.retention {
+                ev.row.retention = Some(retention_accuracy(
+                    self.method.encoder(),
+                    sets,
+                    &self.device,
+                )?);
+            }
             self.eval_s += e0.elapsed().as_secs_f64();
             self.record_eval(t, ev)?;
             self.pos = Position::task_start(t + 1);
@@ -628,6 +856,37 @@ impl Trainer {
         Ok(RunEnd::Finished)
     }
 
+    /// The starting encoder's LA and kNN over all classes (per `--eval`) and its retention-probe
+    /// accuracy; `None` when nothing is asked for.
+    fn evaluate_init(&self) -> Result<Option<InitRow>> {
+        let kind = if self.cfg.eval_init {
+            self.cfg.eval
+        } else {
+            EvalKind::None
+        };
+        if kind == EvalKind::None && self.data.retention.is_none() {
+            return Ok(None);
+        }
+        let enc = self.method.encoder();
+        let ev = evaluate(enc, &self.data, self.cfg.tasks - 1, kind, &self.device)?;
+        let retention = match &self.data.retention {
+            Some(sets) => Some(retention_accuracy(enc, sets, &self.device)?),
+            None => None,
+        };
+        let row = InitRow {
+            la: ev.row.la,
+            knn: ev.row.knn,
+            retention,
+        };
+        self.say(&format!(
+            "starting encoder: LA {} kNN {} (all classes) retention {}",
+            pct(row.la),
+            pct(row.knn),
+            pct(row.retention)
+        ));
+        Ok(Some(row))
+    }
+
     fn record_eval(&mut self, t: usize, ev: TaskEval) -> Result<()> {
         let mut row = ev.row;
         row.train_s = Some(self.task_train_s);
@@ -642,7 +901,7 @@ impl Trainer {
         }
         let r = self.report.tasks.last().expect("row just pushed");
         self.say(&format!(
-            "task {}/{} evaluated: LA {} TP {} WP {} task-aware {} kNN {} forgetting {}",
+            "task {}/{} evaluated: LA {} TP {} WP {} task-aware {} kNN {} forgetting {}{}",
             t + 1,
             self.cfg.tasks,
             pct(r.la),
@@ -650,7 +909,11 @@ impl Trainer {
             pct(r.wp),
             pct(r.task_aware),
             pct(r.knn),
-            pct(r.forgetting)
+            pct(r.forgetting),
+            match r.retention {
+                Some(v) => format!(" retention {}", pct(Some(v))),
+                None => String::new(),
+            }
         ));
         Ok(())
     }

@@ -73,8 +73,19 @@ impl NetCopy {
     /// `(B,3,H,W) -> (feats (B,D), z (B,d))`; `train` selects batch statistics in BatchNorm
     /// (and updates this copy's running statistics).
     pub(crate) fn forward(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
-        let feats = self.backbone.forward_t(x, train)?;
-        let z = self.projector.forward(&feats, train)?;
+        self.forward_parts(x, train, train)
+    }
+
+    /// As [`NetCopy::forward`] with the encoder's BatchNorm mode (`backbone_train`) apart from
+    /// the projector's (`head_train`).
+    pub(crate) fn forward_parts(
+        &self,
+        x: &Tensor,
+        backbone_train: bool,
+        head_train: bool,
+    ) -> Result<(Tensor, Tensor)> {
+        let feats = self.backbone.forward_t(x, backbone_train)?;
+        let z = self.projector.forward(&feats, head_train)?;
         Ok((feats, z))
     }
 
@@ -125,6 +136,17 @@ impl EmaNet {
     /// `(B,3,H,W) -> (feats (B,D), z (B,d))`, not detached (the caller detaches).
     pub fn forward(&self, x: &Tensor, train: bool) -> Result<(Tensor, Tensor)> {
         self.net.forward(x, train)
+    }
+
+    /// As [`EmaNet::forward`], with the encoder's BatchNorms in train mode only when both
+    /// `train` and `backbone_bn_train` hold (see `MethodConfig::backbone_bn_train`).
+    pub fn forward_bn(
+        &self,
+        x: &Tensor,
+        train: bool,
+        backbone_bn_train: bool,
+    ) -> Result<(Tensor, Tensor)> {
+        self.net.forward_parts(x, train && backbone_bn_train, train)
     }
 
     /// The target's own VarMap (names as the online network's, without prefix changes).

@@ -54,7 +54,7 @@ use crate::losses::{
     VicregConfig,
 };
 use crate::models::heads::{Mlp, MlpSpec};
-use crate::models::weights::{natural_cmp, trainable_vars};
+use crate::models::weights::{load_into, natural_cmp, trainable_vars, LoadReport};
 use crate::models::{build_encoder, Arch, Encoder};
 use crate::{Error, Result};
 
@@ -240,6 +240,16 @@ pub struct MethodConfig {
     pub mixco: MixcoConfig,
     /// i-Mix's temperature and Beta(α, α).
     pub imix: ImixConfig,
+    /// BatchNorm of the encoder (and of its EMA target) in training steps: batch statistics
+    /// with running-statistics updates (`true`, the from-scratch recipe), or the running
+    /// statistics kept frozen (`false`: the encoder's BatchNorms act as fixed affine maps — what
+    /// a pretrained start usually wants). The heads always use batch statistics.
+    #[serde(default = "default_true")]
+    pub backbone_bn_train: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl MethodConfig {
@@ -281,6 +291,7 @@ impl MethodConfig {
             mix: None,
             mixco: MixcoConfig::default(),
             imix: ImixConfig::default(),
+            backbone_bn_train: true,
         }
     }
 
@@ -590,6 +601,25 @@ impl Method {
         self.ema.as_ref()
     }
 
+    /// Loads encoder weights (torchvision / timm names, as in `models/`) from the safetensors
+    /// file `path` into the online encoder (`backbone.*`), strictly: a missing, unexpected or
+    /// mis-shaped encoder tensor is an error naming it; a classifier head in the file is skipped
+    /// and listed in the report. The EMA target (BYOL, MoCo) is re-made from the loaded encoder.
+    /// Projector and predictors keep their fresh initialisation.
+    pub fn load_backbone(&mut self, path: &std::path::Path) -> Result<LoadReport> {
+        let report = load_into(
+            path,
+            self.arch,
+            false,
+            &self.varmap,
+            "backbone",
+            DType::F32,
+            &self.device,
+        )?;
+        self.sync_ema()?;
+        Ok(report)
+    }
+
     /// The VarMap of every trainable tensor (and the BatchNorm running statistics of the online
     /// network), under `backbone.`, `projector.`, `predictor.`, `distill_predictor.`.
     pub fn varmap(&self) -> &VarMap {
@@ -603,8 +633,12 @@ impl Method {
 
     /// The online network on a batch: `(B,3,H,W) -> Embedding { feats (B,D), z (B,d), p }`.
     /// `train` selects batch statistics in every BatchNorm (and updates the running statistics).
+    /// With [`MethodConfig::backbone_bn_train`] false the encoder's BatchNorms use their running
+    /// statistics even when `train` is true.
     pub fn embed(&self, x: &Tensor, train: bool) -> Result<Embedding> {
-        let feats = self.backbone.forward_t(x, train)?;
+        let feats = self
+            .backbone
+            .forward_t(x, train && self.cfg.backbone_bn_train)?;
         let mut z = self.projector.forward(&feats, train)?;
         if self.cfg.kind == MethodKind::Moco {
             z = crate::losses::l2_normalize(&z)?;
@@ -623,7 +657,7 @@ impl Method {
         let Some(ema) = &self.ema else {
             return Ok(None);
         };
-        let (_, mut z) = ema.forward(x, true)?;
+        let (_, mut z) = ema.forward_bn(x, true, self.cfg.backbone_bn_train)?;
         if self.cfg.kind == MethodKind::Moco {
             z = crate::losses::l2_normalize(&z)?;
         }

@@ -261,6 +261,7 @@ struct BenchInferArgs {
 }
 
 fn main() {
+    cromo::ops::cpu::tune_allocator();
     let cli = Cli::parse();
     let threads = match &cli.command {
         Command::Infer(a) => a.threads,

@@ -60,3 +60,14 @@ impl Error {
         Error::InvalidArgument(msg.into())
     }
 }
+
+/// Lets candle-facing code (`Module::forward`, custom ops) use `?` on cromo results: a wrapped
+/// candle error comes back unchanged, any other error is wrapped.
+impl From<Error> for candle_core::Error {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::Candle(c) => c,
+            other => candle_core::Error::wrap(other),
+        }
+    }
+}

@@ -15,5 +15,6 @@ pub mod learner;
 pub mod losses;
 pub mod methods;
 pub mod models;
+pub mod ops;
 
 pub use error::{Error, Result};

@@ -218,6 +218,45 @@ struct EvalArgs {
 enum BenchCommand {
     /// Single-batch encoder inference latency (eval mode, random weights unless --model).
     Infer(BenchInferArgs),
+    /// One full SSL training step (two views, forward, backward, optimiser update) on random
+    /// images: median time per step after warm-up.
+    TrainStep(BenchTrainArgs),
+}
+
+#[derive(Args)]
+struct BenchTrainArgs {
+    /// resnet18, resnet18-cifar, efficientnet-lite0, small-cnn.
+    #[arg(long, default_value = "small-cnn")]
+    arch: String,
+    /// simclr, moco, byol, barlow, vicreg, corinfomax.
+    #[arg(long, default_value = "barlow")]
+    method: String,
+    /// Only strategies without a replay buffer or teacher are timed here: finetune.
+    #[arg(long, default_value = "finetune")]
+    strategy: String,
+    /// Images per view.
+    #[arg(long, default_value_t = 256)]
+    batch: usize,
+    /// Input side in pixels (default: the architecture's).
+    #[arg(long)]
+    size: Option<usize>,
+    /// sgd (momentum 0.9, as the PyTorch reference script), lars, adamw.
+    #[arg(long, default_value = "sgd")]
+    optimizer: String,
+    /// CPU threads (default: all cores).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Timed steps (the median is reported) after the warm-up steps.
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// One JSON line instead of a table row.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Args)]
@@ -252,12 +291,14 @@ struct BenchInferArgs {
 }
 
 fn main() {
+    cromo::ops::cpu::tune_allocator();
     let cli = Cli::parse();
     let threads = match &cli.command {
         Command::Infer(a) => a.threads,
         Command::Train(a) => a.threads,
         Command::Eval(a) => a.threads,
         Command::Bench(BenchCommand::Infer(a)) => a.threads,
+        Command::Bench(BenchCommand::TrainStep(a)) => a.threads,
         Command::Inspect { .. } | Command::Compare { .. } => None,
     };
     if let Err(e) = set_threads(threads).and_then(|_| run(cli)) {
@@ -292,6 +333,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Bench(BenchCommand::Infer(args)) => bench_infer(args),
+        Command::Bench(BenchCommand::TrainStep(args)) => bench_train_step(args),
         Command::Compare { runs, out } => {
             let table = match out {
                 Some(out) => cromo::eval::write_compare(&runs, &out)?,
@@ -585,6 +627,101 @@ fn bench_infer(args: BenchInferArgs) -> Result<()> {
                 args.batch
             );
         }
+    }
+    Ok(())
+}
+
+/// Times `Strategy::step` + backward + optimiser step + `Method::after_step`, the body of the
+/// trainer's loop without data loading and augmentation (inputs are fixed random images).
+fn bench_train_step(args: BenchTrainArgs) -> Result<()> {
+    use cromo::continual::{StepInput, Strategy, StrategyConfig, StrategyKind};
+    use cromo::learner::optim::{
+        AdamWConfig, GroupSpec, LarsConfig, OptimizerConfig, ParamGroups, SgdConfig,
+    };
+    use cromo::learner::trainer::OptimKind;
+    use cromo::methods::{Method, MethodConfig, MethodKind};
+    use rand::SeedableRng;
+
+    let device = open_device(&args.device)?;
+    let threads = args
+        .threads
+        .unwrap_or_else(candle_core::utils::get_num_threads);
+    let arch: Arch = args.arch.parse()?;
+    let kind: MethodKind = args.method.parse()?;
+    let skind: StrategyKind = args.strategy.parse()?;
+    if skind.needs_buffer() || skind.needs_teacher() {
+        bail!(
+            "bench train-step times the finetune strategy only (got {skind}: it needs a replay \
+             buffer or a frozen teacher from a previous task)"
+        );
+    }
+    if args.batch < 2 || args.runs == 0 {
+        bail!("--batch must be at least 2 and --runs at least 1");
+    }
+    let size = args.size.unwrap_or(arch.input_size());
+    let mut method = Method::new(MethodConfig::new(kind, arch), arch, &device, 0)?;
+    let strategy = Strategy::new(StrategyConfig::new(skind))?;
+    let mut specs = vec![
+        GroupSpec::new("backbone", 1e-4),
+        GroupSpec::new("projector", 1e-4),
+    ];
+    if kind.has_predictor() {
+        specs.push(GroupSpec::new("predictor", 1e-4));
+    }
+    let groups = ParamGroups::from_varmap(method.varmap(), &specs)?;
+    let mut opt = match args.optimizer.parse::<OptimKind>()? {
+        OptimKind::Sgd => OptimizerConfig::Sgd(SgdConfig::default()),
+        OptimKind::Lars => OptimizerConfig::Lars(LarsConfig::default()),
+        OptimKind::AdamW => OptimizerConfig::AdamW(AdamWConfig::default()),
+    }
+    .build(groups)?;
+    let x1 = Tensor::randn(0f32, 1.0, (args.batch, 3, size, size), &device)?;
+    let x2 = Tensor::randn(0f32, 1.0, (args.batch, 3, size, size), &device)?;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let total = args.warmup + args.runs;
+    let mut times = Vec::with_capacity(args.runs);
+    for i in 0..total {
+        let t = Instant::now();
+        let input = StepInput {
+            task: 0,
+            x1: &x1,
+            x2: &x2,
+            buffer: None,
+        };
+        let out = strategy.step(&mut method, None, &input, &mut rng)?;
+        let grads = out.loss.total.backward()?;
+        opt.step(&grads, 0.01)?;
+        method.after_step(i, total)?;
+        let loss = out.loss.total.to_dtype(DType::F32)?.to_scalar::<f32>()?; // waits for the device
+        if !loss.is_finite() {
+            bail!("step {i}: the loss is {loss}");
+        }
+        if i >= args.warmup {
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    let med = median(&mut times);
+    let ips = args.batch as f64 * 1e3 / med;
+    let rss = cromo::eval::peak_rss_mb();
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "arch": arch.name(), "method": kind.name(), "strategy": skind.name(),
+                "batch": args.batch, "threads": threads, "size": size,
+                "median_ms": (med * 1e3).round() / 1e3, "images_per_s": (ips * 10.0).round() / 10.0,
+                "peak_rss_mb": rss.map(|r| r.round()), "optimizer": args.optimizer,
+                "device": args.device, "runner": format!("cromo {}", env!("CARGO_PKG_VERSION")),
+            })
+        );
+    } else {
+        println!("| arch | method | batch | threads | median ms | images/s | peak RSS MB |");
+        println!("| --- | --- | --- | --- | --- | --- | --- |");
+        println!(
+            "| {arch} | {kind} | {} | {threads} | {med:.1} | {ips:.1} | {} |",
+            args.batch,
+            rss.map(|r| format!("{r:.0}")).unwrap_or_else(|| "-".into())
+        );
     }
     Ok(())
 }

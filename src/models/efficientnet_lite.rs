@@ -12,9 +12,10 @@
 //! `_fc` is not part of the encoder (see [`crate::models::Classifier`]).
 
 use candle_core::{ModuleT, Tensor};
-use candle_nn::{BatchNorm, VarBuilder};
+use candle_nn::VarBuilder;
 
-use super::{bn_config, global_avg_pool, Arch, Encoder, Features};
+use super::{conv_no_bias, global_avg_pool, Arch, Encoder, Features};
+use crate::ops::{Activation, BatchNorm, Conv2d, ConvParams, Padding};
 use crate::Result;
 
 const BN_EPS: f64 = 1e-3;
@@ -41,37 +42,27 @@ pub fn same_padding(size: usize, k: usize, stride: usize) -> (usize, usize) {
     (total / 2, total - total / 2)
 }
 
-/// A bias-free convolution with TensorFlow "same" padding; depthwise when `groups == channels`.
+/// A bias-free convolution with TensorFlow "same" padding (computed per input size); depthwise
+/// when `groups == channels`. Runs on [`crate::ops::conv2d`] (the depthwise case on its direct
+/// kernel).
 #[derive(Clone, Debug)]
 struct SameConv {
-    /// (cout, cin / groups, k, k)
-    weight: Tensor,
+    /// weight (cout, cin / groups, k, k); padding filled in per call.
+    conv: Conv2d,
     k: usize,
     stride: usize,
-    depthwise: bool,
 }
 
 impl SameConv {
     fn new(cin: usize, cout: usize, k: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
-        let init = candle_nn::init::DEFAULT_KAIMING_NORMAL;
-        let weight = vb.get_with_hints((cout, cin, k, k), "weight", init)?;
-        Ok(Self {
-            weight,
-            k,
-            stride,
-            depthwise: false,
-        })
+        let conv = conv_no_bias(cin, cout, k, ConvParams::new(stride, 0), vb)?;
+        Ok(Self { conv, k, stride })
     }
 
     fn depthwise(c: usize, k: usize, stride: usize, vb: VarBuilder) -> Result<Self> {
-        let init = candle_nn::init::DEFAULT_KAIMING_NORMAL;
-        let weight = vb.get_with_hints((c, 1, k, k), "weight", init)?;
-        Ok(Self {
-            weight,
-            k,
-            stride,
-            depthwise: true,
-        })
+        let params = ConvParams::new(stride, 0).with_groups(c);
+        let conv = conv_no_bias(c, c, k, params, vb)?;
+        Ok(Self { conv, k, stride })
     }
 
     /// (B,Cin,H,W) -> (B,Cout,ceil(H/s),ceil(W/s)).
@@ -79,78 +70,17 @@ impl SameConv {
         let (_, _, h, w) = x.dims4()?;
         let (pt, pb) = same_padding(h, self.k, self.stride);
         let (pl, pr) = same_padding(w, self.k, self.stride);
-        if self.depthwise {
-            let x = x.pad_with_zeros(2, pt, pb)?.pad_with_zeros(3, pl, pr)?;
-            return depthwise_conv2d(&x, &self.weight, self.stride);
-        }
-        if pt == pb && pl == pr && pt == pl {
-            return x.conv2d(&self.weight, pt, self.stride, 1, 1);
-        }
-        let x = x.pad_with_zeros(2, pt, pb)?.pad_with_zeros(3, pl, pr)?;
-        x.conv2d(&self.weight, 0, self.stride, 1, 1)
+        let params = self
+            .conv
+            .params()
+            .with_padding(Padding::new(pt, pb, pl, pr));
+        Ok(crate::ops::conv2d(x, self.conv.weight(), &params)?)
     }
 }
 
-/// Depthwise convolution without padding: x (B,C,Hp,Wp), w (C,1,k,k) -> (B,C,(Hp-k)/s+1,(Wp-k)/s+1).
-///
-/// Computed as a sum of k*k shifted, channel-scaled views of the input (differentiable candle
-/// ops), which is far faster on CPU than candle's grouped convolution (one convolution per
-/// channel). For stride s the input is first split into its s*s phases `x[.., a::s, b::s]`.
-pub fn depthwise_conv2d(x: &Tensor, w: &Tensor, stride: usize) -> candle_core::Result<Tensor> {
-    let (b, c, hp, wp) = x.dims4()?;
-    let (cw, one, k, k2) = w.dims4()?;
-    if cw != c || one != 1 || k != k2 || hp < k || wp < k || stride == 0 {
-        candle_core::bail!(
-            "depthwise_conv2d: input {:?}, weight {:?}, stride {stride}",
-            x.dims(),
-            w.dims()
-        );
-    }
-    let oh = (hp - k) / stride + 1;
-    let ow = (wp - k) / stride + 1;
-    // phases[a][b] = x[:, :, a::s, b::s], each (B, C, ceil(Hp/s), ceil(Wp/s))
-    let phases: Vec<Vec<Tensor>> = if stride == 1 {
-        vec![vec![x.clone()]]
-    } else {
-        let hs = hp.div_ceil(stride);
-        let ws = wp.div_ceil(stride);
-        let xp = x
-            .pad_with_zeros(2, 0, hs * stride - hp)?
-            .pad_with_zeros(3, 0, ws * stride - wp)?
-            .reshape((b, c, hs, stride, ws, stride))?;
-        (0..stride)
-            .map(|a| {
-                (0..stride)
-                    .map(|bb| {
-                        xp.narrow(3, a, 1)?
-                            .narrow(5, bb, 1)?
-                            .reshape((b, c, hs, ws))?
-                            .contiguous()
-                    })
-                    .collect::<candle_core::Result<Vec<_>>>()
-            })
-            .collect::<candle_core::Result<Vec<_>>>()?
-    };
-    let w = w.reshape((c, k * k))?;
-    let mut acc: Option<Tensor> = None;
-    for i in 0..k {
-        for j in 0..k {
-            let tap = phases[i % stride][j % stride]
-                .narrow(2, i / stride, oh)?
-                .narrow(3, j / stride, ow)?;
-            let wij = w.narrow(1, i * k + j, 1)?.reshape((1, c, 1, 1))?;
-            let term = tap.broadcast_mul(&wij)?;
-            acc = Some(match acc {
-                None => term,
-                Some(a) => (a + term)?,
-            });
-        }
-    }
-    Ok(acc.expect("k >= 1"))
-}
-
-fn relu6(x: &Tensor) -> candle_core::Result<Tensor> {
-    x.clamp(0f32, 6f32)
+/// `act(bn(x))` (ReLU6 or none), fused.
+fn bn_act(bn: &BatchNorm, x: &Tensor, train: bool, act: Activation) -> candle_core::Result<Tensor> {
+    Ok(bn.forward_act(x, train, act)?)
 }
 
 /// Inverted residual (MBConv) block without squeeze-excitation.
@@ -177,7 +107,7 @@ impl MbConv {
         let expand = if expand != 1 {
             Some((
                 SameConv::new(cin, mid, 1, 1, vb.pp("_expand_conv"))?,
-                candle_nn::batch_norm(mid, bn_config(BN_EPS), vb.pp("_bn0"))?,
+                BatchNorm::new(mid, BN_EPS, vb.pp("_bn0"))?,
             ))
         } else {
             None
@@ -185,9 +115,9 @@ impl MbConv {
         Ok(Self {
             expand,
             dw: SameConv::depthwise(mid, k, stride, vb.pp("_depthwise_conv"))?,
-            bn1: candle_nn::batch_norm(mid, bn_config(BN_EPS), vb.pp("_bn1"))?,
+            bn1: BatchNorm::new(mid, BN_EPS, vb.pp("_bn1"))?,
             project: SameConv::new(mid, cout, 1, 1, vb.pp("_project_conv"))?,
-            bn2: candle_nn::batch_norm(cout, bn_config(BN_EPS), vb.pp("_bn2"))?,
+            bn2: BatchNorm::new(cout, BN_EPS, vb.pp("_bn2"))?,
             skip: stride == 1 && cin == cout,
         })
     }
@@ -197,10 +127,15 @@ impl ModuleT for MbConv {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let mut y = x.clone();
         if let Some((conv, bn)) = &self.expand {
-            y = relu6(&bn.forward_t(&conv.forward(&y)?, train)?)?;
+            y = bn_act(bn, &conv.forward(&y)?, train, Activation::Relu6)?;
         }
-        y = relu6(&self.bn1.forward_t(&self.dw.forward(&y)?, train)?)?;
-        y = self.bn2.forward_t(&self.project.forward(&y)?, train)?;
+        y = bn_act(&self.bn1, &self.dw.forward(&y)?, train, Activation::Relu6)?;
+        y = bn_act(
+            &self.bn2,
+            &self.project.forward(&y)?,
+            train,
+            Activation::Identity,
+        )?;
         if self.skip {
             y = (y + x)?;
         }
@@ -222,7 +157,7 @@ impl EfficientNetLite0 {
     /// Builds the encoder with `efficientnet_pytorch` names under `vb` (no `_fc`).
     pub fn new(vb: VarBuilder) -> Result<Self> {
         let stem = SameConv::new(3, 32, 3, 2, vb.pp("_conv_stem"))?;
-        let bn0 = candle_nn::batch_norm(32, bn_config(BN_EPS), vb.pp("_bn0"))?;
+        let bn0 = BatchNorm::new(32, BN_EPS, vb.pp("_bn0"))?;
         let mut blocks = Vec::with_capacity(16);
         let mut cin = 32;
         for &(repeats, k, stride, expand, cout) in STAGES.iter() {
@@ -234,7 +169,7 @@ impl EfficientNetLite0 {
             }
         }
         let head = SameConv::new(cin, 1280, 1, 1, vb.pp("_conv_head"))?;
-        let bn1 = candle_nn::batch_norm(1280, bn_config(BN_EPS), vb.pp("_bn1"))?;
+        let bn1 = BatchNorm::new(1280, BN_EPS, vb.pp("_bn1"))?;
         Ok(Self {
             stem,
             bn0,
@@ -245,7 +180,7 @@ impl EfficientNetLite0 {
     }
 
     fn stem_forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        relu6(&self.bn0.forward_t(&self.stem.forward(x)?, train)?)
+        bn_act(&self.bn0, &self.stem.forward(x)?, train, Activation::Relu6)
     }
 
     fn blocks_forward(
@@ -262,7 +197,7 @@ impl EfficientNetLite0 {
     }
 
     fn head_forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let y = relu6(&self.bn1.forward_t(&self.head.forward(x)?, train)?)?;
+        let y = bn_act(&self.bn1, &self.head.forward(x)?, train, Activation::Relu6)?;
         global_avg_pool(&y)
     }
 }
@@ -296,7 +231,6 @@ impl Encoder for EfficientNetLite0 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{DType, Device};
 
     #[test]
     fn same_padding_matches_tensorflow() {
@@ -307,24 +241,5 @@ mod tests {
         assert_eq!(same_padding(56, 5, 1), (2, 2));
         assert_eq!(same_padding(1, 5, 2), (2, 2));
         assert_eq!(same_padding(14, 1, 1), (0, 0));
-    }
-
-    #[test]
-    fn depthwise_matches_grouped_conv() -> candle_core::Result<()> {
-        let dev = Device::Cpu;
-        let x = Tensor::arange(0f32, 2. * 3. * 9. * 8., &dev)?
-            .reshape((2, 3, 9, 8))?
-            .sin()?;
-        let w = Tensor::arange(0f32, 3. * 25., &dev)?
-            .reshape((3, 1, 5, 5))?
-            .cos()?;
-        for stride in [1, 2, 3] {
-            let got = depthwise_conv2d(&x, &w, stride)?;
-            let want = x.conv2d(&w, 0, stride, 1, 3)?;
-            assert_eq!(got.dims(), want.dims());
-            let diff = (got - want)?.abs()?.max_all()?.to_dtype(DType::F32)?;
-            assert!(diff.to_scalar::<f32>()? < 1e-5, "stride {stride}");
-        }
-        Ok(())
     }
 }

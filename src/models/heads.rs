@@ -21,9 +21,9 @@
 //! with weight 1, bias 0, running mean 0, running variance 1 (eps 1e-5, momentum 0.1).
 
 use candle_core::{Module, ModuleT, Tensor};
-use candle_nn::{BatchNorm, Init, Linear, VarBuilder};
+use candle_nn::{Init, Linear, VarBuilder};
 
-use super::bn_config;
+use crate::ops::{Activation, BatchNorm};
 use crate::{Error, Result};
 
 /// The shape of an MLP head: `dims = [in, h1, …, out]` gives `dims.len() − 1` Linear layers;
@@ -160,11 +160,7 @@ impl Mlp {
             if !last {
                 if spec.batch_norm {
                     let bv = vb.pp(layers.len().to_string());
-                    layers.push(Layer::BatchNorm(candle_nn::batch_norm(
-                        fan_out,
-                        bn_config(1e-5),
-                        bv,
-                    )?));
+                    layers.push(Layer::BatchNorm(BatchNorm::new(fan_out, 1e-5, bv)?));
                 }
                 layers.push(Layer::Relu);
             }
@@ -204,12 +200,19 @@ impl Mlp {
 impl ModuleT for Mlp {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
         let mut y = x.clone();
-        for layer in &self.layers {
-            y = match layer {
+        let mut i = 0;
+        while i < self.layers.len() {
+            y = match &self.layers[i] {
                 Layer::Linear(l) => l.forward(&y)?,
-                Layer::BatchNorm(bn) => bn.forward_t(&y, train)?,
+                // BatchNorm1d followed by ReLU: one fused op.
+                Layer::BatchNorm(bn) if matches!(self.layers.get(i + 1), Some(Layer::Relu)) => {
+                    i += 1;
+                    bn.forward_act(&y, train, Activation::Relu)?
+                }
+                Layer::BatchNorm(bn) => bn.forward_act(&y, train, Activation::Identity)?,
                 Layer::Relu => y.relu()?,
             };
+            i += 1;
         }
         Ok(y)
     }

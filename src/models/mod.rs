@@ -25,8 +25,9 @@ use std::fmt;
 use std::str::FromStr;
 
 use candle_core::{Module, ModuleT, Tensor};
-use candle_nn::{BatchNorm, BatchNormConfig, Conv2d, Conv2dConfig, Linear, VarBuilder};
+use candle_nn::{Linear, VarBuilder};
 
+use crate::ops::{Activation, BatchNorm, Conv2d, ConvParams};
 use crate::{Error, Result};
 
 pub use efficientnet_lite::EfficientNetLite0;
@@ -237,7 +238,8 @@ impl ModuleT for Classifier {
     }
 }
 
-/// A convolution (no bias) followed by BatchNorm, the unit all three architectures are made of.
+/// A convolution (no bias) followed by BatchNorm, the unit all three architectures are made of;
+/// both run on [`crate::ops`].
 #[derive(Clone, Debug)]
 pub(crate) struct ConvBn {
     pub conv: Conv2d,
@@ -245,34 +247,53 @@ pub(crate) struct ConvBn {
 }
 
 impl ConvBn {
-    /// `conv` / `bn` are the sub-builders of the two modules (their names differ per architecture).
+    /// A `k`×`k` convolution `cin -> cout` with `params` (bias-free, weight
+    /// `(cout, cin/groups, k, k)` named `weight` under `vb_conv`) and a BatchNorm of `cout`
+    /// channels under `vb_bn` (their names differ per architecture).
     pub fn new(
         cin: usize,
         cout: usize,
         k: usize,
-        cfg: Conv2dConfig,
+        params: ConvParams,
         eps: f64,
         vb_conv: VarBuilder,
         vb_bn: VarBuilder,
     ) -> Result<Self> {
-        let conv = candle_nn::conv2d_no_bias(cin, cout, k, cfg, vb_conv)?;
-        let bn = candle_nn::batch_norm(cout, bn_config(eps), vb_bn)?;
+        let conv = conv_no_bias(cin, cout, k, params, vb_conv)?;
+        let bn = BatchNorm::new(cout, eps, vb_bn)?;
         Ok(Self { conv, bn })
     }
 
-    pub fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        self.bn.forward_t(&self.conv.forward(x)?, train)
+    /// `act(bn(conv(x)))`, the activation fused into the BatchNorm kernels.
+    pub fn forward_act(
+        &self,
+        x: &Tensor,
+        train: bool,
+        act: Activation,
+    ) -> candle_core::Result<Tensor> {
+        Ok(self.bn.forward_act(&self.conv.forward(x)?, train, act)?)
     }
 }
 
-/// PyTorch BatchNorm2d settings (momentum 0.1, affine) with the given eps.
-pub(crate) fn bn_config(eps: f64) -> BatchNormConfig {
-    BatchNormConfig {
-        eps,
-        remove_mean: true,
-        affine: true,
-        momentum: 0.1,
+/// A bias-free convolution whose weight `(cout, cin/groups, k, k)` is `vb`'s `weight`, created
+/// (when absent from a VarMap) with candle's default Kaiming-normal initialisation, as
+/// `candle_nn::conv2d_no_bias` does.
+pub(crate) fn conv_no_bias(
+    cin: usize,
+    cout: usize,
+    k: usize,
+    params: ConvParams,
+    vb: VarBuilder,
+) -> Result<Conv2d> {
+    if params.groups == 0 || cin % params.groups != 0 {
+        return Err(Error::invalid(format!(
+            "convolution {cin} -> {cout}: {} groups do not divide the input channels",
+            params.groups
+        )));
     }
+    let init = candle_nn::init::DEFAULT_KAIMING_NORMAL;
+    let weight = vb.get_with_hints((cout, cin / params.groups, k, k), "weight", init)?;
+    Conv2d::new(weight, None, params)
 }
 
 /// (B,C,H,W) -> (B,C): mean over the spatial dimensions.

@@ -5,9 +5,10 @@
 //! the encoder (see [`crate::models::Classifier`]). BatchNorm eps 1e-5, momentum 0.1.
 
 use candle_core::{ModuleT, Tensor};
-use candle_nn::{Conv2dConfig, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::{global_avg_pool, Arch, ConvBn, Encoder, Features};
+use crate::ops::{add_relu, Activation, ConvParams};
 use crate::Result;
 
 const BN_EPS: f64 = 1e-5;
@@ -21,12 +22,8 @@ pub enum Stem {
     Cifar,
 }
 
-fn conv_cfg(stride: usize, padding: usize) -> Conv2dConfig {
-    Conv2dConfig {
-        stride,
-        padding,
-        ..Default::default()
-    }
+fn conv_cfg(stride: usize, padding: usize) -> ConvParams {
+    ConvParams::new(stride, padding)
 }
 
 /// torchvision `BasicBlock`: relu(bn2(conv2(relu(bn1(conv1(x))))) + shortcut(x)).
@@ -78,13 +75,13 @@ impl BasicBlock {
 
 impl ModuleT for BasicBlock {
     fn forward_t(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let y = self.c1.forward_t(x, train)?.relu()?;
-        let y = self.c2.forward_t(&y, train)?;
+        let y = self.c1.forward_act(x, train, Activation::Relu)?;
+        let y = self.c2.forward_act(&y, train, Activation::Identity)?;
         let shortcut = match &self.downsample {
-            Some(d) => d.forward_t(x, train)?,
+            Some(d) => d.forward_act(x, train, Activation::Identity)?,
             None => x.clone(),
         };
-        (y + shortcut)?.relu()
+        Ok(add_relu(&y, &shortcut)?)
     }
 }
 
@@ -135,7 +132,7 @@ impl ResNet18 {
     }
 
     fn stem_forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        let y = self.conv1.forward_t(x, train)?.relu()?;
+        let y = self.conv1.forward_act(x, train, Activation::Relu)?;
         match self.stem {
             // Zero padding is exact here: the input follows a ReLU, so it is >= 0.
             Stem::ImageNet => y

@@ -7,9 +7,10 @@
 //! `stages.{i}.bn.{weight,bias,running_mean,running_var}` for i = 0..3.
 
 use candle_core::{ModuleT, Tensor};
-use candle_nn::{Conv2dConfig, VarBuilder};
+use candle_nn::VarBuilder;
 
 use super::{global_avg_pool, Arch, ConvBn, Encoder, Features};
+use crate::ops::{Activation, ConvParams};
 use crate::Result;
 
 const WIDTHS: [usize; 4] = [32, 64, 128, 256];
@@ -28,11 +29,7 @@ impl SmallCnn {
         let mut cin = 3;
         for (i, (&w, &s)) in WIDTHS.iter().zip(STRIDES.iter()).enumerate() {
             let sv = vb.pp(format!("stages.{i}"));
-            let cfg = Conv2dConfig {
-                stride: s,
-                padding: 1,
-                ..Default::default()
-            };
+            let cfg = ConvParams::new(s, 1);
             stages.push(ConvBn::new(
                 cin,
                 w,
@@ -48,7 +45,7 @@ impl SmallCnn {
     }
 
     fn stage(&self, i: usize, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
-        self.stages[i].forward_t(x, train)?.relu()
+        self.stages[i].forward_act(x, train, Activation::Relu)
     }
 }
 

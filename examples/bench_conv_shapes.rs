@@ -1,6 +1,6 @@
 //! Where the CPU inference time of ResNet-18 and EfficientNet-Lite0 (224×224, batch 1) goes:
-//! every convolution of both networks timed alone (candle's `conv2d`, and cromo's depthwise kernel
-//! for EfficientNet's depthwise layers), summed per kind of layer.
+//! every convolution of both networks timed alone — candle's own `conv2d` beside cromo's
+//! convolution op (`cromo::ops::conv2d`, what the encoders run) — summed per kind of layer.
 //!
 //! `cargo run --release --example bench_conv_shapes -- [--threads 2] [--runs 20]`
 //! `python3 tools/bench_torch_conv_shapes.py --threads 2 --runs 20` times the same shapes in PyTorch.
@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use candle_core::{Device, Tensor};
-use cromo::models::efficientnet_lite::{depthwise_conv2d, same_padding};
+use cromo::models::efficientnet_lite::same_padding;
+use cromo::ops::conv::{conv2d, conv2d_reference, ConvParams, Padding};
 
 /// (group, c_in, c_out, k, stride, input side, groups, tf-same padding)
 type Shape = (&'static str, usize, usize, usize, usize, usize, usize, bool);
@@ -62,19 +63,32 @@ fn efficientnet_lite0() -> Vec<Shape> {
     v
 }
 
-fn run(s: &Shape, x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+fn params(s: &Shape) -> ConvParams {
     let (_, _, _, k, stride, side, groups, same) = *s;
-    if same {
+    let pad = if same {
         let (a, b) = same_padding(side, k, stride);
-        let x = x.pad_with_zeros(2, a, b)?.pad_with_zeros(3, a, b)?;
-        if groups > 1 {
-            depthwise_conv2d(&x, w, stride)
-        } else {
-            x.conv2d(w, 0, stride, 1, 1)
-        }
+        Padding::new(a, b, a, b)
     } else {
-        x.conv2d(w, k / 2, stride, 1, groups)
+        Padding::uniform(k / 2)
+    };
+    ConvParams::new(stride, 0)
+        .with_padding(pad)
+        .with_groups(groups)
+}
+
+fn median_ms(runs: usize, f: impl Fn()) -> f64 {
+    for _ in 0..3 {
+        f();
     }
+    let mut t: Vec<f64> = (0..runs)
+        .map(|_| {
+            let t0 = Instant::now();
+            f();
+            t0.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
 }
 
 fn main() -> candle_core::Result<()> {
@@ -89,36 +103,38 @@ fn main() -> candle_core::Result<()> {
     let threads = get("--threads", 2);
     let runs = get("--runs", 20);
     std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-    let mut totals: BTreeMap<&str, f64> = BTreeMap::new();
+    let mut totals: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
     for s in resnet18().iter().chain(efficientnet_lite0().iter()) {
         let (_, cin, cout, k, _, side, groups, _) = *s;
         let x = Tensor::randn(0f32, 1.0, (1, cin, side, side), &Device::Cpu)?;
         let w = Tensor::randn(0f32, 0.1, (cout, cin / groups, k, k), &Device::Cpu)?;
-        for _ in 0..3 {
-            run(s, &x, &w)?;
-        }
-        let mut t: Vec<f64> = (0..runs)
-            .map(|_| {
-                let t0 = Instant::now();
-                run(s, &x, &w).unwrap();
-                t0.elapsed().as_secs_f64() * 1e3
-            })
-            .collect();
-        t.sort_by(f64::total_cmp);
-        *totals.entry(s.0).or_default() += t[t.len() / 2];
+        let p = params(s);
+        let c = median_ms(runs, || {
+            conv2d_reference(&x, &w, &p).unwrap();
+        });
+        let o = median_ms(runs, || {
+            conv2d(&x, &w, &p).unwrap();
+        });
+        let e = totals.entry(s.0).or_default();
+        e.0 += c;
+        e.1 += o;
     }
-    println!("| layers (224x224, batch 1, {threads} threads) | cromo/candle ms (sum of medians) |");
-    println!("| --- | ---: |");
-    for (g, ms) in &totals {
-        println!("| {g} | {ms:.2} |");
+    println!(
+        "| layers (224x224, batch 1, {threads} threads) | candle conv2d ms | cromo ops::conv2d ms | candle / cromo |"
+    );
+    println!("| --- | ---: | ---: | ---: |");
+    for (g, (c, o)) in &totals {
+        println!("| {g} | {c:.2} | {o:.2} | {:.2} |", c / o);
     }
     for net in ["resnet18", "effnet"] {
-        let sum: f64 = totals
+        let (c, o) = totals
             .iter()
             .filter(|(g, _)| g.starts_with(net))
-            .map(|(_, v)| v)
-            .sum();
-        println!("| **{net} all convolutions** | **{sum:.2}** |");
+            .fold((0.0, 0.0), |a, (_, v)| (a.0 + v.0, a.1 + v.1));
+        println!(
+            "| **{net} all convolutions** | **{c:.2}** | **{o:.2}** | **{:.2}** |",
+            c / o
+        );
     }
     Ok(())
 }

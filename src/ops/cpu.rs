@@ -519,24 +519,42 @@ pub(crate) fn conv2d_bwd<T: Float>(
     };
     let mut dx = need_dx.then(|| vec![T::zero(); g.b * cin * hw]);
     let chunk = plan.nb * cin * hw;
+    // With the batch split over threads, each chunk's share of dW is computed into its own
+    // buffer and the shares are summed in chunk order: the result does not depend on which
+    // thread ran which chunk, so training is bit-reproducible (exact resume needs that).
+    let in_order = |parts: Vec<Vec<T>>| {
+        parts
+            .into_iter()
+            .reduce(|a, b| if a.is_empty() { b } else { add(a, b) })
+            .unwrap_or_default()
+    };
+    let fresh = |st: &mut BwdState<T>| {
+        if need_dw {
+            st.dw.clear();
+            st.dw.resize(wlen, T::zero());
+        }
+    };
     let dw = match (&mut dx, plan.outer) {
-        (Some(dx), true) => dx
-            .par_chunks_mut(chunk)
-            .enumerate()
-            .fold(new_state, |mut st, (ci, dxc)| {
-                body(ci, Some(dxc), &mut st);
-                st
-            })
-            .map(|st| st.dw)
-            .reduce(Vec::new, |a, b| if a.is_empty() { b } else { add(a, b) }),
-        (None, true) => (0..plan.chunks)
-            .into_par_iter()
-            .fold(new_state, |mut st, ci| {
-                body(ci, None, &mut st);
-                st
-            })
-            .map(|st| st.dw)
-            .reduce(Vec::new, |a, b| if a.is_empty() { b } else { add(a, b) }),
+        (Some(dx), true) => in_order(
+            dx.par_chunks_mut(chunk)
+                .enumerate()
+                .map_init(new_state, |st, (ci, dxc)| {
+                    fresh(st);
+                    body(ci, Some(dxc), st);
+                    std::mem::take(&mut st.dw)
+                })
+                .collect(),
+        ),
+        (None, true) => in_order(
+            (0..plan.chunks)
+                .into_par_iter()
+                .map_init(new_state, |st, ci| {
+                    fresh(st);
+                    body(ci, None, st);
+                    std::mem::take(&mut st.dw)
+                })
+                .collect(),
+        ),
         (Some(dx), false) => {
             let mut st = new_state();
             for (ci, dxc) in dx.chunks_mut(chunk).enumerate() {

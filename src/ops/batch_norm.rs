@@ -297,7 +297,7 @@ impl BatchNorm {
         check_vec(&bias, c, "BatchNorm", "bias")?;
         check_vec(&running_mean, c, "BatchNorm", "running_mean")?;
         check_vec(&running_var, c, "BatchNorm", "running_var")?;
-        if !(eps >= 0.0 && eps.is_finite()) || !(0.0..=1.0).contains(&momentum) {
+        if !(eps >= 0.0 && eps.is_finite() && (0.0..=1.0).contains(&momentum)) {
             return Err(Error::invalid(format!(
                 "BatchNorm: eps must be ≥ 0 and momentum in [0, 1], got {eps} and {momentum}"
             )));

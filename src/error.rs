@@ -30,6 +30,9 @@ pub enum Error {
     /// A caller-supplied argument or configuration value that is invalid.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A GPU (wgpu) failure: no adapter, a shader or pipeline rejected, a device error.
+    #[error("gpu: {0}")]
+    Gpu(String),
     /// An error raised by candle while computing.
     #[error(transparent)]
     Candle(#[from] candle_core::Error),

@@ -5,6 +5,8 @@
 //! side is resized to 256 and the centre 224 × 224 cropped (the torchvision/timm evaluation
 //! transform); smaller models resize the shorter side to their input size and crop the centre.
 
+pub mod plan;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor, D};

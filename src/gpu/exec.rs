@@ -12,6 +12,8 @@ use crate::{Error, Result};
 
 /// Invocations per workgroup of the 1-D kernels (all but gemm).
 const WG: u64 = 64;
+/// Output channels per workgroup of conv2d.wgsl (its weights are packed in blocks of this many).
+const CONV_BLOCK: usize = 16;
 /// Output tile side of gemm.wgsl.
 const GEMM_TILE: u64 = 64;
 
@@ -77,7 +79,14 @@ fn layer_params(
             p[10] = u(pad.left)?;
             p[11] = cv.act.code();
             match cv.kind() {
-                ConvKind::Direct => grid(c_out.div_ceil(4) * oh * ow.div_ceil(4), b)?,
+                ConvKind::Direct => {
+                    let gx = (oh * ow).div_ceil(WG);
+                    let gy = c_out.div_ceil(CONV_BLOCK as u64);
+                    if gx > max || gy > max || b > max {
+                        return Err(too_big());
+                    }
+                    ([gx as u32, gy as u32, b as u32], 0)
+                }
                 ConvKind::Depthwise => grid(c_out * oh * ow.div_ceil(4), b)?,
                 ConvKind::Pointwise => {
                     let gx = (oh * ow).div_ceil(GEMM_TILE);
@@ -130,6 +139,23 @@ fn padded_bytes(n: usize, precision: Precision) -> u64 {
     ((n * precision.elem_bytes()) as u64).div_ceil(4).max(1) * 4
 }
 
+/// (cout, cin, k, k) row-major -> blocks of [`CONV_BLOCK`] output channels, channel fastest:
+/// `packed[((blk * cin + ci) * k*k + tap) * 16 + j] = w[16*blk + j, ci, tap]`, zero past cout.
+fn pack_conv_weights(w: &[f32], dims: &[usize]) -> Vec<f32> {
+    let (cout, cin, kk) = (dims[0], dims[1], dims[2] * dims[3]);
+    let blocks = cout.div_ceil(CONV_BLOCK);
+    let mut out = vec![0f32; blocks * cin * kk * CONV_BLOCK];
+    for co in 0..cout {
+        let (blk, j) = (co / CONV_BLOCK, co % CONV_BLOCK);
+        for ci in 0..cin {
+            for t in 0..kk {
+                out[((blk * cin + ci) * kk + t) * CONV_BLOCK + j] = w[(co * cin + ci) * kk + t];
+            }
+        }
+    }
+    out
+}
+
 /// A layer's weight (storage type) and bias (f32) buffers.
 struct Weights {
     w: wgpu::Buffer,
@@ -150,7 +176,11 @@ fn upload_weights(ctx: &GpuContext, op: &Op, precision: Precision) -> Result<Opt
                 usage: wgpu::BufferUsages::STORAGE,
             })
     };
-    let wv = to_bytes(&tensor_values(w)?, precision);
+    let mut wv = tensor_values(w)?;
+    if kernel_of(op) == Kernel::Conv2d {
+        wv = pack_conv_weights(&wv, w.dims());
+    }
+    let wv = to_bytes(&wv, precision);
     let bv = tensor_values(b)?;
     Ok(Some(Weights {
         w: init("weight", &wv),
@@ -511,6 +541,47 @@ impl GpuPlan {
         )?;
         ctx.check("running the plan")?;
         Ok(&s.host_out)
+    }
+
+    /// Diagnostic: runs the plan once on `x` with one submission per layer, waiting after each,
+    /// and returns each layer's name, kernel and wall time in milliseconds (the sum exceeds a
+    /// normal [`GpuPlan::run`], which submits all layers at once).
+    pub fn layer_times(
+        &mut self,
+        x: &[f32],
+        batch: usize,
+        h: usize,
+        w: usize,
+    ) -> Result<Vec<(String, Kernel, f64)>> {
+        self.run(x, batch, h, w)?; // builds the session, uploads the input
+        let ctx = self.ctx.clone();
+        let s = self.session.as_ref().expect("built by run");
+        let mut out = Vec::with_capacity(self.kernels.len());
+        for (i, l) in self.plan.layers().iter().enumerate() {
+            let t = std::time::Instant::now();
+            let mut enc = ctx
+                .device
+                .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            {
+                let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                    label: None,
+                    timestamp_writes: None,
+                });
+                pass.set_pipeline(&self.pipelines[i]);
+                pass.set_bind_group(0, &s.bind_groups[i], &[]);
+                let g = s.grids[i];
+                pass.dispatch_workgroups(g[0], g[1], g[2]);
+            }
+            ctx.queue.submit([enc.finish()]);
+            ctx.wait()?;
+            out.push((
+                l.name.clone(),
+                self.kernels[i],
+                t.elapsed().as_secs_f64() * 1e3,
+            ));
+        }
+        ctx.check("timing layers")?;
+        Ok(out)
     }
 
     /// Runs the plan on a (B,C,H,W) tensor: -> (B, out_dim) f32 on the CPU.

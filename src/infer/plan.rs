@@ -288,7 +288,7 @@ impl InferencePlan {
             let (c, is_flat) = (chans[l.input], flat[l.input]);
             let (out_c, out_flat) = match &l.op {
                 Op::Conv(cv) => {
-                    check_conv(cv).map_err(|m| bad(m))?;
+                    check_conv(cv).map_err(&bad)?;
                     if is_flat || c != cv.cin {
                         return Err(bad(format!(
                             "takes {} channels, its input has {c}{}",
@@ -311,7 +311,7 @@ impl InferencePlan {
                     (c, true)
                 }
                 Op::Linear(li) => {
-                    check_linear(li).map_err(|m| bad(m))?;
+                    check_linear(li).map_err(&bad)?;
                     if li.din != c {
                         return Err(bad(format!("takes {} features, its input has {c}", li.din)));
                     }

@@ -76,7 +76,8 @@ struct InferArgs {
     /// How many classes to print per image.
     #[arg(long, default_value_t = 5)]
     top_k: usize,
-    /// cpu, cuda or cuda:N.
+    /// cpu, cuda, cuda:N, or wgpu (WGSL kernels on the GPU wgpu prefers; builds with the
+    /// `wgpu` feature, on by default).
     #[arg(long, default_value = "cpu")]
     device: String,
     /// CPU threads (default: all cores).
@@ -349,9 +350,29 @@ fn open_device(name: &str) -> Result<Device> {
     Ok(name.parse::<DeviceSpec>()?.open()?)
 }
 
+#[cfg(feature = "wgpu")]
+fn load_wgpu(
+    model: &Path,
+    arch: Arch,
+    labels: Option<&Path>,
+    probe: Option<&Path>,
+) -> Result<ImageClassifier> {
+    Ok(ImageClassifier::load_wgpu(model, arch, labels, probe)?)
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn load_wgpu(_: &Path, _: Arch, _: Option<&Path>, _: Option<&Path>) -> Result<ImageClassifier> {
+    bail!("--device wgpu: this cromo was built without the `wgpu` feature (it is on by default)")
+}
+
 fn infer(args: InferArgs) -> Result<()> {
     let arch: Arch = args.arch.parse()?;
-    let device = open_device(&args.device)?;
+    let wgpu = args.device == "wgpu";
+    let device = if wgpu {
+        Device::Cpu
+    } else {
+        open_device(&args.device)?
+    };
     let (model, labels) = match &args.model {
         Some(m) => (m.clone(), args.labels.clone()),
         None => {
@@ -369,9 +390,10 @@ fn infer(args: InferArgs) -> Result<()> {
         }
     };
     let t = Instant::now();
-    let clf = match &args.probe {
-        Some(p) => ImageClassifier::with_probe(&model, arch, p, &device)?,
-        None => ImageClassifier::load(&model, arch, labels.as_deref(), &device)?,
+    let clf = match (&args.probe, wgpu) {
+        (probe, true) => load_wgpu(&model, arch, labels.as_deref(), probe.as_deref())?,
+        (Some(p), false) => ImageClassifier::with_probe(&model, arch, p, &device)?,
+        (None, false) => ImageClassifier::load(&model, arch, labels.as_deref(), &device)?,
     };
     eprintln!(
         "loaded {} ({arch}, {} classes) in {:.0} ms on {}",

@@ -138,3 +138,41 @@ fn inspect_prints_the_tensor_table() {
     let o = cromo(&["inspect", "/no/such.safetensors"]);
     assert!(!o.status.success());
 }
+
+/// `--device wgpu` gives the CPU's top-5 classes for every shipped photo (chelsea's two cat
+/// classes tie to 3 digits, so there only the set of the top 3 is compared). Skips with a
+/// printed reason where wgpu finds no adapter.
+#[cfg(feature = "wgpu")]
+#[test]
+fn wgpu_device_gives_the_cpu_classes() {
+    if cromo::gpu::list_adapters().is_empty() {
+        println!("skipping: no GPU adapter (install mesa-vulkan-drivers for a software one)");
+        return;
+    }
+    let dir = repo().join("data/photos");
+    let cpu = cromo(&["infer", dir.to_str().unwrap()]);
+    let gpu = cromo(&["infer", dir.to_str().unwrap(), "--device", "wgpu"]);
+    assert!(
+        gpu.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gpu.stderr)
+    );
+    let (c, g) = (
+        top1(&String::from_utf8_lossy(&cpu.stdout)),
+        top1(&String::from_utf8_lossy(&gpu.stdout)),
+    );
+    assert_eq!(c.len(), 6);
+    assert_eq!(g.len(), 6);
+    for ((fc, kc), (fg, kg)) in c.iter().zip(&g) {
+        assert_eq!(fc, fg);
+        if fc == "chelsea.png" {
+            let (mut a, mut b) = (kc[..3].to_vec(), kg[..3].to_vec());
+            a.sort();
+            b.sort();
+            assert_eq!(a, b, "{fc}");
+        } else {
+            assert_eq!(kc, kg, "{fc}");
+        }
+    }
+    assert!(String::from_utf8_lossy(&gpu.stderr).contains("on wgpu"));
+}

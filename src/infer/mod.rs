@@ -38,6 +38,10 @@ enum Model {
     /// An encoder with a linear probe fitted on its frozen features (`cromo train` writes
     /// `encoder.safetensors` and `probe.safetensors`).
     Probe(LoadedEncoder, LinearProbe),
+    /// An inference plan (encoder + checkpoint head or probe, BatchNorm folded) run by the WGSL
+    /// kernels on a wgpu device; its buffers are reused from frame to frame.
+    #[cfg(feature = "wgpu")]
+    Gpu(std::sync::Mutex<crate::gpu::GpuPlan>),
 }
 
 /// An encoder + classifier (its own head or a linear probe), with class names.
@@ -56,23 +60,7 @@ impl ImageClassifier {
     pub fn load(model: &Path, arch: Arch, labels: Option<&Path>, device: &Device) -> Result<Self> {
         let loaded = load_classifier(model, arch, device)?;
         let classes = loaded.classifier.num_classes();
-        let labels = match labels {
-            Some(path) => {
-                let names = read_labels(path)?;
-                if names.len() != classes {
-                    return Err(Error::bad_data(
-                        path,
-                        format!(
-                            "{} class names, but the head of {} has {classes} classes",
-                            names.len(),
-                            model.display()
-                        ),
-                    ));
-                }
-                names
-            }
-            None => (0..classes).map(|c| c.to_string()).collect(),
-        };
+        let labels = class_names(labels, classes, model)?;
         Ok(Self {
             arch,
             model: Model::Checkpoint(loaded),
@@ -82,36 +70,56 @@ impl ImageClassifier {
         })
     }
 
+    /// As [`ImageClassifier::load`] (with `probe`: [`ImageClassifier::with_probe`]), run on the
+    /// wgpu device wgpu prefers through an inference plan (f32). No adapter is an error naming
+    /// the backends tried.
+    #[cfg(feature = "wgpu")]
+    pub fn load_wgpu(
+        model: &Path,
+        arch: Arch,
+        labels: Option<&Path>,
+        probe: Option<&Path>,
+    ) -> Result<Self> {
+        use crate::gpu::{GpuContext, GpuPlan, Precision};
+        use crate::infer::plan::{Head, InferencePlan};
+        let (plan, labels, class_ids) = match probe {
+            Some(pp) => {
+                let p = LinearProbe::load(pp)?;
+                check_probe(&p, arch, pp)?;
+                let plan = InferencePlan::load(model, arch, Some(Head::Probe(&p)))?;
+                let (labels, ids) = probe_labels(&p);
+                (plan, labels, ids)
+            }
+            None => {
+                let plan = InferencePlan::load(model, arch, Some(Head::Checkpoint))?;
+                let classes = plan.out_dim();
+                let labels = class_names(labels, classes, model)?;
+                let ids = (0..classes).collect();
+                (plan, labels, ids)
+            }
+        };
+        let ctx = GpuContext::new()?;
+        let gpu = GpuPlan::new(&ctx, &plan, Precision::F32)?;
+        Ok(Self {
+            arch,
+            model: Model::Gpu(std::sync::Mutex::new(gpu)),
+            labels,
+            class_ids,
+            device: Device::Cpu,
+        })
+    }
+
     /// Loads the encoder `model` (a head in the file is skipped) and the linear probe `probe`
     /// (`cromo train`'s `probe.safetensors`), whose class names label the output. The probe's
     /// feature width must equal the encoder's.
     pub fn with_probe(model: &Path, arch: Arch, probe: &Path, device: &Device) -> Result<Self> {
         let enc = load_encoder(model, arch, device)?;
         let p = LinearProbe::load(probe)?;
-        if p.dim != arch.feature_dim() {
-            return Err(Error::bad_data(
-                probe,
-                format!(
-                    "probe takes {}-d features, {arch} gives {}",
-                    p.dim,
-                    arch.feature_dim()
-                ),
-            ));
-        }
-        let labels = p
-            .classes
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                p.class_names
-                    .get(i)
-                    .cloned()
-                    .unwrap_or_else(|| c.to_string())
-            })
-            .collect();
+        check_probe(&p, arch, probe)?;
+        let (labels, class_ids) = probe_labels(&p);
         Ok(Self {
             arch,
-            class_ids: p.classes.iter().map(|&c| c as usize).collect(),
+            class_ids,
             model: Model::Probe(enc, p),
             labels,
             device: device.clone(),
@@ -143,6 +151,11 @@ impl ImageClassifier {
                 let f = candle_core::ModuleT::forward_t(enc.encoder.as_ref(), x, false)?;
                 probe.logits_tensor(&f.to_device(&Device::Cpu)?)?
             }
+            #[cfg(feature = "wgpu")]
+            Model::Gpu(plan) => plan
+                .lock()
+                .map_err(|_| Error::Gpu("the GPU plan's lock is poisoned".into()))?
+                .run_tensor(x)?,
         };
         Ok(candle_nn::ops::softmax(&logits, D::Minus1)?)
     }
@@ -247,4 +260,56 @@ pub fn has_image_extension(path: &Path) -> bool {
         .and_then(|e| e.to_str())
         .map(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
         .unwrap_or(false)
+}
+
+/// The class names of `labels` (one per line; `classes` of them), or the class ids.
+fn class_names(labels: Option<&Path>, classes: usize, model: &Path) -> Result<Vec<String>> {
+    match labels {
+        Some(path) => {
+            let names = read_labels(path)?;
+            if names.len() != classes {
+                return Err(Error::bad_data(
+                    path,
+                    format!(
+                        "{} class names, but the head of {} has {classes} classes",
+                        names.len(),
+                        model.display()
+                    ),
+                ));
+            }
+            Ok(names)
+        }
+        None => Ok((0..classes).map(|c| c.to_string()).collect()),
+    }
+}
+
+/// The probe's feature width must be `arch`'s.
+fn check_probe(p: &LinearProbe, arch: Arch, path: &Path) -> Result<()> {
+    if p.dim != arch.feature_dim() {
+        return Err(Error::bad_data(
+            path,
+            format!(
+                "probe takes {}-d features, {arch} gives {}",
+                p.dim,
+                arch.feature_dim()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The probe's class names (or ids) and global class ids, in output order.
+fn probe_labels(p: &LinearProbe) -> (Vec<String>, Vec<usize>) {
+    let labels = p
+        .classes
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            p.class_names
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| c.to_string())
+        })
+        .collect();
+    (labels, p.classes.iter().map(|&c| c as usize).collect())
 }

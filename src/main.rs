@@ -283,7 +283,7 @@ struct BenchInferArgs {
     runs: usize,
     #[arg(long, default_value_t = 5)]
     warmup: usize,
-    /// cpu, cuda or cuda:N.
+    /// cpu, cuda, cuda:N, or wgpu (the inference plan on the wgpu device).
     #[arg(long, default_value = "cpu")]
     device: String,
     /// One JSON line per architecture instead of a table.
@@ -607,8 +607,61 @@ fn eval_run(a: EvalArgs) -> Result<()> {
     Ok(())
 }
 
+/// One timed forward of a random-weight `arch` encoder on `x`: candle on `device`, or (with
+/// `wgpu`) its inference plan on the wgpu device.
+fn bench_forward(
+    arch: Arch,
+    x: &Tensor,
+    device: &Device,
+    wgpu: bool,
+) -> Result<Box<dyn FnMut() -> Result<()>>> {
+    let varmap = candle_nn::VarMap::new();
+    let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, device);
+    let encoder = build_encoder(arch, vb)?;
+    if wgpu {
+        return bench_forward_wgpu(arch, &varmap, x);
+    }
+    let x = x.clone();
+    Ok(Box::new(move || {
+        let y = encoder.forward_t(&x, false)?;
+        y.to_device(&Device::Cpu)?; // waits for asynchronous devices
+        Ok(())
+    }))
+}
+
+#[cfg(feature = "wgpu")]
+fn bench_forward_wgpu(
+    arch: Arch,
+    varmap: &candle_nn::VarMap,
+    x: &Tensor,
+) -> Result<Box<dyn FnMut() -> Result<()>>> {
+    let plan = cromo::infer::plan::InferencePlan::from_weights(arch, varmap, None)?;
+    let ctx = cromo::gpu::GpuContext::new()?;
+    eprintln!("wgpu adapter: {}", ctx.adapter());
+    let mut gpu = cromo::gpu::GpuPlan::new(&ctx, &plan, cromo::gpu::Precision::F32)?;
+    let x = x.clone();
+    Ok(Box::new(move || {
+        gpu.run_tensor(&x)?;
+        Ok(())
+    }))
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn bench_forward_wgpu(
+    _: Arch,
+    _: &candle_nn::VarMap,
+    _: &Tensor,
+) -> Result<Box<dyn FnMut() -> Result<()>>> {
+    bail!("--device wgpu: this cromo was built without the `wgpu` feature (it is on by default)")
+}
+
 fn bench_infer(args: BenchInferArgs) -> Result<()> {
-    let device = open_device(&args.device)?;
+    let wgpu = args.device == "wgpu";
+    let device = if wgpu {
+        Device::Cpu
+    } else {
+        open_device(&args.device)?
+    };
     let threads = args
         .threads
         .unwrap_or_else(candle_core::utils::get_num_threads);
@@ -619,15 +672,12 @@ fn bench_infer(args: BenchInferArgs) -> Result<()> {
     for name in &args.arch {
         let arch: Arch = name.parse()?;
         let size = args.size.unwrap_or(arch.input_size());
-        let varmap = candle_nn::VarMap::new();
-        let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, &device);
-        let encoder = build_encoder(arch, vb)?;
         let x = Tensor::randn(0f32, 1.0, (args.batch, 3, size, size), &device)?;
+        let mut forward = bench_forward(arch, &x, &device, wgpu)?;
         let mut times = Vec::with_capacity(args.runs);
         for i in 0..args.warmup + args.runs {
             let t = Instant::now();
-            let y = encoder.forward_t(&x, false)?;
-            y.to_device(&Device::Cpu)?; // waits for asynchronous devices
+            forward()?;
             if i >= args.warmup {
                 times.push(t.elapsed().as_secs_f64() * 1e3);
             }

@@ -11,19 +11,12 @@ use candle_nn::{VarBuilder, VarMap};
 use cromo::models::{build_encoder, weights, Arch, Encoder};
 use serde_json::Value;
 
-/// The PRNG of tools/gen_model_fixtures.py: u(seed, k) in [-1, 1).
-fn uniform(seed: u64, k: u64) -> f64 {
-    let mut z = ((seed << 32).wrapping_add(k)).wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^= z >> 31;
-    (z >> 11) as f64 * 2f64.powi(-53) * 2.0 - 1.0
-}
+mod common;
 
+/// u(seed, k) over `shape` (the PRNG of tools/gen_model_fixtures.py), f32.
 fn prng(seed: u64, shape: &[usize]) -> Tensor {
     let n: usize = shape.iter().product();
-    let v: Vec<f32> = (0..n as u64).map(|k| uniform(seed, k) as f32).collect();
-    Tensor::from_vec(v, shape, &Device::Cpu).unwrap()
+    Tensor::from_vec(common::uniform(seed, n), shape, &Device::Cpu).unwrap()
 }
 
 fn fixture() -> Value {

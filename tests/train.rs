@@ -9,26 +9,15 @@ use candle_core::Device;
 use cromo::learner::checkpoint::{Checkpoint, MANIFEST};
 use cromo::learner::trainer::{load_data, EvalKind, RunEnd, TrainConfig, Trainer};
 
-fn subset() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/cifar10-subset.tar.zst")
-}
+mod common;
+
+use common::subset;
 
 /// A tiny CroMo-Mixup run: 2 tasks, batch 16, 3 steps per task, 30 images per class.
 fn tiny_config(strategy: &str) -> TrainConfig {
-    let mut c = TrainConfig::new(
-        subset().to_str().unwrap(),
-        "small-cnn".parse().unwrap(),
-        "barlow".parse().unwrap(),
-        strategy.parse().unwrap(),
-    );
-    c.tasks = 2;
-    c.epochs_per_task = 1;
-    c.batch = 16;
+    let mut c = common::tiny_train_config(strategy);
     c.buffer = 40;
     c.buffer_batch = 8;
-    c.images_per_class = Some(30);
-    c.test_images_per_class = Some(10);
-    c.max_steps_per_task = Some(3);
     c.eval = EvalKind::Linear;
     c.seed = 7;
     c

@@ -2,7 +2,7 @@
 //! and the retention probe, end to end on the shipped CIFAR-10 subset (tiny budgets).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use candle_core::{Device, Tensor};
@@ -13,23 +13,12 @@ use cromo::learner::trainer::{
 };
 use cromo::models::weights;
 
-fn subset() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("data/cifar10-subset.tar.zst")
-}
+mod common;
+
+use common::subset;
 
 fn tiny_config(strategy: &str) -> TrainConfig {
-    let mut c = TrainConfig::new(
-        subset().to_str().unwrap(),
-        "small-cnn".parse().unwrap(),
-        "barlow".parse().unwrap(),
-        strategy.parse().unwrap(),
-    );
-    c.tasks = 2;
-    c.epochs_per_task = 1;
-    c.batch = 16;
-    c.images_per_class = Some(30);
-    c.test_images_per_class = Some(10);
-    c.max_steps_per_task = Some(3);
+    let mut c = common::tiny_train_config(strategy);
     c.eval = EvalKind::Both;
     c.seed = 5;
     c

@@ -118,3 +118,26 @@ pub fn photo_batch(arch: Arch, files: &[PathBuf]) -> Tensor {
     cromo::data::transform::preprocess_photos(&imgs, shorter, crop, arch.mean(), arch.std())
         .unwrap()
 }
+
+/// The CIFAR-10 subset shipped in `data/`.
+pub fn subset() -> PathBuf {
+    repo().join("data/cifar10-subset.tar.zst")
+}
+
+/// A tiny Split CIFAR-10/2 run of small-cnn + Barlow Twins on the shipped subset: 1 epoch,
+/// batch 16, 30 train / 10 test images per class, 3 steps per task.
+pub fn tiny_train_config(strategy: &str) -> cromo::learner::trainer::TrainConfig {
+    let mut c = cromo::learner::trainer::TrainConfig::new(
+        subset().to_str().unwrap(),
+        "small-cnn".parse().unwrap(),
+        "barlow".parse().unwrap(),
+        strategy.parse().unwrap(),
+    );
+    c.tasks = 2;
+    c.epochs_per_task = 1;
+    c.batch = 16;
+    c.images_per_class = Some(30);
+    c.test_images_per_class = Some(10);
+    c.max_steps_per_task = Some(3);
+    c
+}

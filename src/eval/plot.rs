@@ -223,7 +223,7 @@ pub(crate) fn per_task_png(r: &RunReport, path: &Path) -> Result<Vec<u8>> {
                     C_RETAIN.stroke_width(1),
                 ))
                 .map_err(|x| e(&x))?;
-            shown.push(("retention at start (thin line)", C_RETAIN, y));
+            shown.push(("retention at start", C_RETAIN, y));
         }
         for (name, color, get) in series {
             let pts: Vec<(SegmentValue<i32>, f64)> = r
